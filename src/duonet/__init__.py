@@ -1,0 +1,75 @@
+"""duonet: Nim's ``std/net`` for Python, blocking.
+
+This is the blocking face: every call blocks the calling thread. The same API, awaited, for asyncio
+and trio programs is :mod:`duonet.aio`. Types, enums and errors are the same objects in both.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from ._blocking import Socket as Socket
+from ._blocking import dial as dial
+from ._blocking import new_socket as new_socket
+from ._enums import BUFFER_SIZE as BUFFER_SIZE
+from ._enums import MAX_LINE_LENGTH as MAX_LINE_LENGTH
+from ._enums import Certificate as Certificate
+from ._enums import IpAddressFamily as IpAddressFamily
+from ._enums import Port as Port
+from ._enums import ReadLineResult as ReadLineResult
+from ._enums import SOBool as SOBool
+from ._enums import SocketFlag as SocketFlag
+from ._errors import BusyError as BusyError
+from ._errors import SocketClosedError as SocketClosedError
+from ._errors import SslError as SslError
+from ._errors import is_disconnection_error as is_disconnection_error
+from ._errors import raise_ssl_error as raise_ssl_error
+from ._ip import IpAddress as IpAddress
+from ._ip import from_sock_addr as from_sock_addr
+from ._ip import get_primary_ip_addr as get_primary_ip_addr
+from ._ip import ipv4_any as ipv4_any
+from ._ip import ipv4_broadcast as ipv4_broadcast
+from ._ip import ipv4_loopback as ipv4_loopback
+from ._ip import ipv6_any as ipv6_any
+from ._ip import ipv6_loopback as ipv6_loopback
+from ._ip import is_ip_address as is_ip_address
+from ._ip import parse_ip_address as parse_ip_address
+from ._ip import to_sock_addr as to_sock_addr
+from ._portal import configure as configure
+
+#: The builtin :class:`TimeoutError`: what every timed-out call raises.
+TimeoutError = builtins.TimeoutError
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "BUFFER_SIZE",
+    "MAX_LINE_LENGTH",
+    "BusyError",
+    "Certificate",
+    "IpAddress",
+    "IpAddressFamily",
+    "Port",
+    "ReadLineResult",
+    "SOBool",
+    "Socket",
+    "SocketClosedError",
+    "SocketFlag",
+    "SslError",
+    "TimeoutError",
+    "configure",
+    "dial",
+    "from_sock_addr",
+    "get_primary_ip_addr",
+    "ipv4_any",
+    "ipv4_broadcast",
+    "ipv4_loopback",
+    "ipv6_any",
+    "ipv6_loopback",
+    "is_disconnection_error",
+    "is_ip_address",
+    "new_socket",
+    "parse_ip_address",
+    "raise_ssl_error",
+    "to_sock_addr",
+)

@@ -1,0 +1,333 @@
+"""The blocking ``Socket``: one mechanical line per method over ``AsyncSocket``.
+
+Every method calls the core method of the same name through the portal (``_portal.call``), with
+the same arguments. Reads and writes first try the core's no-wait twin (``_recv_line_nowait``
+...) in the calling thread: when the buffer, or for a plain socket the kernel, already holds the
+answer, no thread hop is needed. Those twins are core code; this module holds no I/O logic.
+
+Each direction has a lock taken without waiting: a second thread reading (or writing) the same
+socket at once gets :class:`~duonet.BusyError`, never interleaved bytes. While a thread holds the
+read lock, no awaited read of that socket is in flight, which is what makes the twins safe.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _portal
+from ._core._socket import AsyncSocket, _DataLike
+from ._core._socket import dial as _aio_dial
+from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
+from ._errors import BusyError
+from ._ip import IpAddress
+
+__all__ = ("Socket", "dial", "new_socket")
+
+SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+T = TypeVar("T")
+_call = _portal.call
+
+
+class Socket:
+    """A blocking socket with Nim's ``std/net`` API.
+
+    Create it with :func:`new_socket` (or this constructor, same parameters), :func:`dial`,
+    :meth:`accept`, or :meth:`from_socket`. ``with`` closes it. Safe to use from many threads at
+    once as long as no two threads read (or write) the same socket at the same time.
+    """
+
+    __slots__ = ("__weakref__", "_aio", "_rlock", "_wlock")
+
+    def __init__(
+        self,
+        domain: int = socket.AF_INET,
+        sock_type: int = socket.SOCK_STREAM,
+        protocol: int = socket.IPPROTO_TCP,
+        buffered: bool = True,
+        inheritable: bool = False,
+    ) -> None:
+        self._setup(AsyncSocket(domain, sock_type, protocol, buffered, inheritable))
+
+    def _setup(self, core: AsyncSocket) -> None:
+        self._aio = core
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+
+    @classmethod
+    def _wrap(cls, core: AsyncSocket) -> Socket:
+        self = cls.__new__(cls)
+        self._setup(core)
+        return self
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, buffered: bool = True) -> Socket:
+        """Adopt a stdlib socket (Nim's ``newSocket(fd)``); duonet owns it from now on."""
+        return cls._wrap(AsyncSocket.from_socket(sock, buffered))
+
+    @property
+    def aio(self) -> AsyncSocket:
+        """The :class:`~duonet.aio.AsyncSocket` this socket drives (for use in the portal only)."""
+        return self._aio
+
+    # -- the two mechanical patterns ----------------------------------------------------------
+
+    def _read(
+        self,
+        nowait: Callable[..., T | None],
+        wait: Callable[..., Awaitable[T]],
+        *args: Any,
+        undo: Callable[[T], None] | None = None,
+    ) -> T:
+        if not self._rlock.acquire(False):
+            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        try:
+            result = nowait(*args)
+            if result is None:
+                result = _call(wait, *args, undo=undo)
+            return result
+        finally:
+            self._rlock.release()
+
+    def _write(self, wait: Callable[..., Awaitable[T]], *args: Any) -> T:
+        if not self._wlock.acquire(False):
+            raise BusyError(f"another thread is already writing socket {self._aio._describe()}")
+        try:
+            return _call(wait, *args)
+        finally:
+            self._wlock.release()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def recv(
+        self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
+    ) -> bytes:
+        """Blocking :meth:`duonet.aio.AsyncSocket.recv` (same semantics and errors)."""
+        return self._read(
+            self._aio._recv_nowait, self._aio.recv, size, timeout, flags, undo=self._aio._buf.unread
+        )
+
+    def recv_into(
+        self,
+        buffer: bytearray | memoryview,
+        size: int | None = None,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+    ) -> int:
+        """Blocking :meth:`duonet.aio.AsyncSocket.recv_into`."""
+        return self._read(
+            self._aio._recv_into_nowait, self._aio.recv_into, buffer, size, timeout, flags
+        )
+
+    def recv_line(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> bytes:
+        """Blocking :meth:`duonet.aio.AsyncSocket.recv_line` (same semantics and errors)."""
+        return self._read(
+            self._aio._recv_line_nowait,
+            self._aio.recv_line,
+            timeout,
+            flags,
+            max_length,
+            undo=self._aio._unread_line,
+        )
+
+    def read_line(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> bytes:
+        """The same as :meth:`recv_line` (Nim's ``readLine``)."""
+        return self.recv_line(timeout, flags, max_length)
+
+    def read_line_nowait(self) -> tuple[ReadLineResult, bytes]:
+        """Blocking face of :meth:`duonet.aio.AsyncSocket.read_line_nowait` (never blocks)."""
+        if not self._rlock.acquire(False):
+            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        try:
+            return self._aio.read_line_nowait()
+        finally:
+            self._rlock.release()
+
+    def skip(self, size: int, timeout: float | None = None) -> int:
+        """Blocking :meth:`duonet.aio.AsyncSocket.skip`."""
+        return self._read(self._aio._skip_nowait, self._aio.skip, size, timeout)
+
+    def has_data_buffered(self) -> bool:
+        """True if bytes are waiting in duonet's own buffer (never blocks)."""
+        return self._aio.has_data_buffered()
+
+    def recv_from(self, length: int, timeout: float | None = None) -> tuple[bytes, str, int]:
+        """Blocking :meth:`duonet.aio.AsyncSocket.recv_from`."""
+        return self._read(self._aio._recv_from_nowait, self._aio.recv_from, length, timeout)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def send(
+        self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
+    ) -> None:
+        """Blocking :meth:`duonet.aio.AsyncSocket.send` (same semantics and errors)."""
+        if not self._wlock.acquire(False):
+            raise BusyError(f"another thread is already writing socket {self._aio._describe()}")
+        try:
+            rest = self._aio._send_nowait(data, flags, timeout)
+            if rest is not None:
+                _call(self._aio.send, rest, flags, timeout)
+        finally:
+            self._wlock.release()
+
+    def try_send(self, data: _DataLike) -> bool:
+        """Blocking :meth:`duonet.aio.AsyncSocket.try_send`."""
+        return self._write(self._aio.try_send, data)
+
+    def send_to(
+        self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0
+    ) -> int:
+        """Blocking :meth:`duonet.aio.AsyncSocket.send_to`."""
+        return self._write(self._aio.send_to, address, port, data, flags)
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    def connect(
+        self, address: str | IpAddress, port: int = 0, timeout: float | None = None
+    ) -> None:
+        """Blocking :meth:`duonet.aio.AsyncSocket.connect`."""
+        _call(self._aio.connect, address, port, timeout)
+
+    def connect_unix(self, path: str | bytes) -> None:
+        """Blocking :meth:`duonet.aio.AsyncSocket.connect_unix`."""
+        _call(self._aio.connect_unix, path)
+
+    def bind_unix(self, path: str | bytes) -> None:
+        """Bind this ``AF_UNIX`` socket to ``path``."""
+        self._aio.bind_unix(path)
+
+    def bind_addr(self, port: int = 0, address: str | IpAddress = "") -> None:
+        """Bind to ``address`` and ``port``; ``""`` is every address of the socket's family."""
+        self._aio.bind_addr(port, address)
+
+    def listen(self, backlog: int = socket.SOMAXCONN) -> None:
+        """Start listening for connections."""
+        self._aio.listen(backlog)
+
+    def accept(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> Socket:
+        """Blocking :meth:`duonet.aio.AsyncSocket.accept`: the new client socket."""
+        return Socket._wrap(self._read(_none, self._aio.accept, flags, inheritable, timeout))
+
+    def accept_addr(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[Socket, str]:
+        """Blocking :meth:`duonet.aio.AsyncSocket.accept_addr`: the client and its address."""
+        client, address = self._read(_none, self._aio.accept_addr, flags, inheritable, timeout)
+        return Socket._wrap(client), address
+
+    # -- options, addresses, TLS queries: plain calls, no I/O ----------------------------------
+
+    def get_sock_opt(self, opt: SOBool, level: int = socket.SOL_SOCKET) -> bool:
+        """Read a boolean option (``level`` defaults to the option's own)."""
+        return self._aio.get_sock_opt(opt, level)
+
+    def set_sock_opt(self, opt: SOBool, value: bool, level: int = socket.SOL_SOCKET) -> None:
+        """Set a boolean option; works before and after ``connect``/``listen``."""
+        self._aio.set_sock_opt(opt, value, level)
+
+    def get_local_addr(self) -> tuple[str, int]:
+        """The local address and port."""
+        return self._aio.get_local_addr()
+
+    def get_peer_addr(self) -> tuple[str, int]:
+        """The peer's address and port."""
+        return self._aio.get_peer_addr()
+
+    def get_fd(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        return self._aio.get_fd()
+
+    def fileno(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        return self._aio.fileno()
+
+    def get_socket_error(self) -> int:
+        """The pending error of the socket (``SO_ERROR``), 0 if none."""
+        return self._aio.get_socket_error()
+
+    def is_ssl(self) -> bool:
+        """True if the socket was wrapped with TLS."""
+        return self._aio.is_ssl()
+
+    def got_handshake(self) -> bool:
+        """True once the TLS handshake completed; ``SslError`` on a plain socket."""
+        return self._aio.got_handshake()
+
+    def get_peer_certificates(self) -> list[bytes]:
+        """The peer's certificates (DER), leaf first."""
+        return self._aio.get_peer_certificates()
+
+    def get_psk_identity(self) -> str:
+        """The PSK identity the client sent (server side)."""
+        return self._aio.get_psk_identity()
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the socket; idempotent. A call blocked on it in another thread returns promptly
+        with :class:`~duonet.SocketClosedError`. On TLS, sends close_notify (not waiting)."""
+        if _portal.is_running() and not _portal.in_event_loop():
+            _call(self._aio.close)
+        else:
+            self._aio._close_now()
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return repr(self._aio).replace("AsyncSocket", "Socket", 1)
+
+
+def _none(*args: Any) -> None:
+    return None
+
+
+def new_socket(
+    domain: int = socket.AF_INET,
+    sock_type: int = socket.SOCK_STREAM,
+    protocol: int = socket.IPPROTO_TCP,
+    buffered: bool = True,
+    inheritable: bool = False,
+) -> Socket:
+    """Create a :class:`Socket` (Nim's ``newSocket``)."""
+    return Socket(domain, sock_type, protocol, buffered, inheritable)
+
+
+def dial(
+    address: str | IpAddress,
+    port: int,
+    protocol: int = socket.IPPROTO_TCP,
+    buffered: bool = True,
+    timeout: float | None = None,
+) -> Socket:
+    """Blocking :func:`duonet.aio.dial`: connect over any family, happy eyeballs."""
+    return Socket._wrap(_call(_aio_dial, address, port, protocol, buffered, timeout))

@@ -1,0 +1,1 @@
+"""The async core: the only package of duonet that does I/O."""

@@ -1,0 +1,135 @@
+"""The lowest layer of the core: non-blocking syscalls on a raw socket, waits through anyio.
+
+Why not anyio's ``SocketStream``: measured on asyncio, its stream reaches ~0.14x the stdlib's bulk
+receive speed, and streams made by ``from_socket()``/``accept()`` read eagerly into an unbounded
+queue (a flooding peer grows memory without limit; ``../shared/anyio-notes.md`` §2.3). Trying the
+syscall first and only then ``await anyio.wait_readable(sock)`` keeps pace with the stdlib, reads
+only when the user asks (the kernel's buffer is the backpressure), behaves the same on asyncio and
+trio, and consumes nothing when cancelled: a syscall either returned data (which the caller buffers
+before its next ``await``) or it did not run.
+
+:class:`RawSocketStream` exposes the same thing as an anyio ``ByteStream`` so that anyio's
+``TLSStream`` can be layered on top of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream
+
+__all__ = ("Waiter", "RawSocketStream", "connect_raw")
+
+
+class Waiter:
+    """Waits for a socket to become readable or writable, honouring a "do not wait" mode.
+
+    ``nowait`` is set by the core for calls with ``timeout=0``: such a call may use whatever is
+    already buffered or sitting in the kernel, but must not wait. A wait then raises
+    :class:`anyio.WouldBlock` (not an ``OSError``: anyio's ``TLSStream`` would treat an
+    ``OSError`` from its transport as a broken connection).
+    """
+
+    __slots__ = ("nowait", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.nowait = False
+
+    async def readable(self) -> None:
+        if self.nowait:
+            raise anyio.WouldBlock
+        await anyio.wait_readable(self.sock)
+
+    async def writable(self) -> None:
+        if self.nowait:
+            raise anyio.WouldBlock
+        await anyio.wait_writable(self.sock)
+
+
+class RawSocketStream(ByteStream):
+    """An anyio ``ByteStream`` over a connected non-blocking socket (the transport under TLS).
+
+    OS errors propagate as they are (``ConnectionResetError`` ...); the core translates them.
+    """
+
+    def __init__(self, sock: socket.socket, waiter: Waiter) -> None:
+        self._sock = sock
+        self._waiter = waiter
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(max_bytes)
+            except (BlockingIOError, InterruptedError):
+                await self._waiter.readable()
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    async def send(self, item: bytes | bytearray | memoryview) -> None:
+        await send_all(self._sock, self._waiter, memoryview(item))
+
+    async def send_eof(self) -> None:
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    async def aclose(self) -> None:
+        # The core owns the socket and closes it itself.
+        pass
+
+    @property
+    def extra_attributes(self) -> dict[Any, Any]:
+        return {}
+
+
+async def send_all(sock: socket.socket, waiter: Waiter, view: memoryview) -> None:
+    """Send every byte of ``view``, resuming after partial writes; OS errors propagate."""
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    while view:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            await waiter.writable()
+            continue
+        view = view[sent:]
+
+
+async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> None:
+    """Non-blocking ``connect`` of ``sock`` to ``sockaddr``; raises the ``OSError`` on failure.
+
+    Success means the TCP handshake completed: a reset sent right after that shows up in the next
+    read or write, not here.
+    """
+    while True:
+        err = sock.connect_ex(sockaddr)
+        if err in (0, errno.EISCONN):
+            return
+        if err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+            if err == errno.EWOULDBLOCK and sock.family == getattr(socket, "AF_UNIX", None):
+                # A Unix listener with a full backlog: connect(2) must simply be retried.
+                if waiter.nowait:
+                    raise anyio.WouldBlock
+                await anyio.sleep(0.005)
+                continue
+            await waiter.writable()
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                return
+        if err == errno.EINTR:
+            continue
+        raise OSError(err, errno_text(err))
+
+
+def errno_text(code: int) -> str:
+    import os
+
+    return os.strerror(code)

@@ -1,0 +1,122 @@
+"""Name resolution and happy-eyeballs connection attempts for the core."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import anyio
+
+from .._errors import with_address
+from .._ip import IpAddress
+from ._io import Waiter, connect_raw
+
+__all__ = ("AddrInfo", "host_text", "resolve", "happy_eyeballs")
+
+#: (family, type, proto, sockaddr)
+AddrInfo = tuple[int, int, int, Any]
+
+#: RFC 8305's "Connection Attempt Delay".
+ATTEMPT_DELAY = 0.25
+
+
+def host_text(address: str | IpAddress) -> str:
+    """The host as text for the resolver (an ``IpAddress`` prints in its canonical form)."""
+    return str(address) if isinstance(address, IpAddress) else address
+
+
+def endpoint(host: str, port: int) -> str:
+    """``host:port``, with brackets around an IPv6 host."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def resolve(
+    address: str | IpAddress, port: int, family: int, sock_type: int, proto: int
+) -> list[AddrInfo]:
+    """Resolve ``address`` for ``family`` (``AF_UNSPEC`` for any): a list, never empty.
+
+    IP literals are converted without a worker thread. Raises ``socket.gaierror`` naming the host.
+    """
+    host = host_text(address)
+    if not isinstance(host, str):
+        raise TypeError(f"address must be str or IpAddress, not {type(address).__name__}")
+    if family == socket.AF_INET6 and host and "." in host and ":" not in host:
+        flags = socket.AI_V4MAPPED  # an IPv4 literal on an IPv6 socket: use the mapped form
+    else:
+        flags = 0
+    try:
+        try:
+            infos = socket.getaddrinfo(
+                host, port, family, sock_type, proto, socket.AI_NUMERICHOST | flags
+            )
+        except socket.gaierror:
+            infos = [
+                (fam, typ, pro, "", addr)
+                for fam, typ, pro, _canon, addr in await anyio.getaddrinfo(
+                    host, port, family=family, type=sock_type, proto=proto, flags=flags
+                )
+            ]
+    except socket.gaierror as exc:
+        raise socket.gaierror(
+            exc.errno, f"{exc.strerror} (resolving {host!r})"
+        ) from exc
+    except UnicodeError as exc:
+        raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}: {exc}") from exc
+    result = [(fam, typ, pro, addr) for fam, typ, pro, _canon, addr in infos]
+    if not result:
+        raise socket.gaierror(socket.EAI_NONAME, f"no address of the right family for {host!r}")
+    return result
+
+
+def interleave(infos: list[AddrInfo]) -> list[AddrInfo]:
+    """Alternate address families, first family first (RFC 8305 §4)."""
+    if not infos:
+        return infos
+    first = [i for i in infos if i[0] == infos[0][0]]
+    other = [i for i in infos if i[0] != infos[0][0]]
+    out: list[AddrInfo] = []
+    for index in range(max(len(first), len(other))):
+        out.extend(group[index] for group in (first, other) if index < len(group))
+    return out
+
+
+async def happy_eyeballs(infos: list[AddrInfo], what: str) -> socket.socket:
+    """Connect to one of ``infos``, starting a new attempt every 250 ms until one succeeds.
+
+    Returns the connected non-blocking socket; the others are closed. If all fail, raises the
+    last failure with ``what`` (the name and port asked for) in its message.
+    """
+    winner: socket.socket | None = None
+    errors: list[OSError] = []
+
+    async def attempt(info: AddrInfo, failed: anyio.Event) -> None:
+        nonlocal winner
+        family, sock_type, proto, sockaddr = info
+        sock = socket.socket(family, sock_type, proto)
+        try:
+            sock.setblocking(False)
+            await connect_raw(sock, sockaddr, Waiter(sock))
+        except OSError as exc:
+            errors.append(exc)
+            failed.set()
+            sock.close()
+            return
+        except BaseException:
+            sock.close()
+            raise
+        if winner is None:
+            winner = sock
+            tg.cancel_scope.cancel()
+        else:
+            sock.close()
+
+    async with anyio.create_task_group() as tg:
+        for info in interleave(infos):
+            failed = anyio.Event()
+            tg.start_soon(attempt, info, failed)
+            with anyio.move_on_after(ATTEMPT_DELAY):
+                await failed.wait()
+    if winner is not None:
+        return winner
+    last = errors[-1] if errors else OSError("no address to connect to")
+    raise with_address(last, "connecting to", what) from last

@@ -1,0 +1,1133 @@
+"""``AsyncSocket``: every byte of duonet's I/O goes through here.
+
+Theory of operation
+-------------------
+An ``AsyncSocket`` owns a real non-blocking ``socket.socket`` from the moment it is created (so
+options, ``bind_addr`` and ``get_fd`` work before ``connect``/``listen``, as with BSD sockets), a
+:class:`~duonet._buffer.ReadBuffer`, and, once TLS is on, an anyio ``TLSStream`` layered over a
+:class:`~duonet._core._io.RawSocketStream` of the same socket.
+
+Reads are cancel-safe by construction: a chunk returned by the kernel (or by TLS) is fed to the
+buffer before the next ``await``, and bytes leave the buffer only at a ``return``. So a timeout,
+a cancel scope or a closing task group at any ``await`` leaves every received byte buffered.
+
+Timeouts: one deadline per call (:class:`_Deadline`), covering every step of it. ``None`` or a
+negative number waits forever; ``0`` allows no wait at all (only what is buffered or already in
+the kernel is used).
+
+Concurrency: one reader and one writer at a time. A second concurrent reader (or writer) gets
+:class:`~duonet.BusyError` instead of interleaved bytes. ``close()`` from another task wakes a
+blocked call, which then raises :class:`~duonet.SocketClosedError`.
+
+Nothing in this module knows about threads: the blocking ``Socket`` drives it through the portal.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.tls import TLSStream
+
+from .._buffer import ReadBuffer
+from .._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
+from .._errors import (
+    BusyError,
+    SocketClosedError,
+    SslError,
+    is_disconnection_error,
+    with_address,
+)
+from .._ip import IpAddress
+from ._io import RawSocketStream, Waiter, connect_raw, send_all
+from ._resolve import endpoint, happy_eyeballs, host_text, resolve
+
+if TYPE_CHECKING:
+    from .._tls import SslContext
+
+__all__ = ("AsyncSocket", "dial", "new_async_socket")
+
+SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+_NO_FLAGS = SocketFlag(0)
+#: How much one read asks the kernel for. Larger than Nim's 4000: fewer syscalls, same results.
+_CHUNK = 1 << 16
+_DataLike = str | bytes | bytearray | memoryview
+
+
+class _Deadline:
+    """The one timeout of one call: enter once around the whole call body."""
+
+    __slots__ = ("_scope", "_sock", "_timeout", "_what")
+
+    def __init__(self, sock: AsyncSocket, timeout: float | None, what: str) -> None:
+        self._sock = sock
+        self._timeout = timeout
+        self._what = what
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> _Deadline:
+        timeout = self._timeout
+        if timeout is None or timeout < 0:
+            return self
+        if timeout == 0:
+            self._sock._waiter.nowait = True
+            return self
+        self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+        self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._sock._waiter.nowait = False
+        scope = self._scope
+        if scope is not None:
+            scope.__exit__(exc_type, exc, tb)  # swallows the cancellation it caused
+            if scope.cancelled_caught:
+                raise TimeoutError(self._message()) from None
+        if exc_type is anyio.WouldBlock:
+            raise TimeoutError(self._message()) from None
+        if exc_type is anyio.ClosedResourceError:
+            raise SocketClosedError(f"socket {self._sock._describe()}") from None
+        return False
+
+    def _message(self) -> str:
+        return (
+            f"{self._what} on {self._sock._describe()} timed out after {self._timeout:g} s "
+            "(everything received so far stays buffered)"
+        )
+
+
+class AsyncSocket:
+    """A socket with Nim's ``std/net`` API, awaited; works under asyncio and trio.
+
+    Create it with :func:`new_async_socket` (or this constructor, same parameters), with
+    :func:`dial`, from :meth:`accept`, or with :meth:`from_socket` to adopt a stdlib socket.
+    ``async with`` closes it.
+    """
+
+    def __init__(
+        self,
+        domain: int = socket.AF_INET,
+        sock_type: int = socket.SOCK_STREAM,
+        protocol: int = socket.IPPROTO_TCP,
+        buffered: bool = True,
+        inheritable: bool = False,
+    ) -> None:
+        if domain == getattr(socket, "AF_UNIX", None) and protocol == socket.IPPROTO_TCP:
+            protocol = 0  # Nim's IPPROTO_NONE: a Unix socket has no IP protocol
+        if sock_type == socket.SOCK_DGRAM and protocol == socket.IPPROTO_TCP:
+            protocol = socket.IPPROTO_UDP if domain != getattr(socket, "AF_UNIX", -1) else 0
+        sock = socket.socket(domain, sock_type, protocol)
+        self._setup(sock, buffered, inheritable)
+
+    def _setup(self, sock: socket.socket, buffered: bool, inheritable: bool) -> None:
+        sock.setblocking(False)
+        if inheritable:
+            sock.set_inheritable(True)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._family = sock.family
+        self._type = sock.type
+        self._buffered = buffered
+        self._buf = ReadBuffer()
+        self._waiter = Waiter(sock)
+        self._reading = False
+        self._writing = False
+        self._closed = False
+        self._peer_gone = False
+        self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
+        self._listening = False
+        self._tls: TLSStream | None = None
+        self._ssl_context: SslContext | None = None
+        self._tls_server_side = False
+        self._tls_handshaken = False
+
+    @classmethod
+    def _adopt(
+        cls, sock: socket.socket, buffered: bool = True, inheritable: bool = False
+    ) -> AsyncSocket:
+        self = cls.__new__(cls)
+        self._setup(sock, buffered, inheritable)
+        return self
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, buffered: bool = True) -> AsyncSocket:
+        """Adopt a stdlib socket (Nim's ``newSocket(fd)``): duonet owns it from now on.
+
+        The socket is made non-blocking. A connected or listening socket is usable at once.
+        """
+        self = cls._adopt(sock, buffered, sock.get_inheritable())
+        try:
+            self._peer = self._format_addr(sock.getpeername())
+        except OSError:
+            pass
+        try:
+            self._listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        except OSError:
+            pass
+        return self
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        if self._peer:
+            return self._peer
+        try:
+            return "local " + self._format_addr(self._sock.getsockname())
+        except OSError:
+            return f"fd {self._fd}"
+
+    def _format_addr(self, addr: Any) -> str:
+        if isinstance(addr, tuple):
+            return endpoint(str(addr[0]), int(addr[1]))
+        if isinstance(addr, bytes):
+            addr = addr.decode(errors="replace")
+        return str(addr) or "unnamed unix socket"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SocketClosedError(f"socket {self._describe()}")
+
+    def _begin_read(self) -> None:
+        if self._reading:
+            raise BusyError(f"another task is already reading socket {self._describe()}")
+        if self._closed:
+            raise SocketClosedError(f"socket {self._describe()}")
+        self._reading = True
+
+    def _begin_write(self) -> None:
+        if self._writing:
+            raise BusyError(f"another task is already writing socket {self._describe()}")
+        if self._closed:
+            raise SocketClosedError(f"socket {self._describe()}")
+        self._writing = True
+
+    def _os_error(self, exc: OSError, action: str) -> OSError:
+        if self._closed or exc.errno in (errno.EBADF, errno.ENOTSOCK):
+            return SocketClosedError(f"socket {self._describe()}")
+        return with_address(exc, action, self._describe())
+
+    async def _fill(self, flags: SocketFlag) -> bool:
+        """Read one chunk into the buffer; False once the peer has closed.
+
+        The only place where plain and TLS reads happen. Cancel-safe: nothing is consumed
+        from the kernel or TLS unless it is fed to the buffer before returning.
+        """
+        buf = self._buf
+        if buf.eof:
+            return False
+        if self._peer_gone:
+            buf.feed_eof()
+            return False
+        tls = self._tls
+        if tls is not None:
+            try:
+                data = await tls.receive(_CHUNK)
+            except anyio.EndOfStream:
+                buf.feed_eof()
+                return False
+            except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                return self._tls_read_error(exc, flags)
+            buf.feed(data)
+            return True
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                await self._waiter.readable()
+                continue
+            except OSError as exc:
+                if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
+                    buf.feed_eof()
+                    return False
+                raise self._os_error(exc, "receiving from") from exc
+            if data:
+                buf.feed(data)
+                return True
+            buf.feed_eof()
+            return False
+
+    def _tls_read_error(self, exc: BaseException, flags: SocketFlag) -> bool:
+        cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+        if isinstance(cause, ssl.SSLEOFError) or (
+            isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF" in str(cause)
+        ):
+            if SAFE_DISCONN in flags:
+                self._buf.feed_eof()
+                return False
+            raise SslError(
+                f"TLS connection with {self._describe()} truncated: the peer closed without "
+                "close_notify"
+            ) from exc
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
+            if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
+                self._buf.feed_eof()
+                return False
+            raise self._os_error(cause, "receiving from") from exc
+        if self._closed:
+            raise SocketClosedError(f"socket {self._describe()}") from exc
+        raise SslError(f"TLS error receiving from {self._describe()}: {cause}") from exc
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def recv(
+        self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
+    ) -> bytes:
+        """Receive ``size`` bytes (buffered socket) or what one read gives (unbuffered).
+
+        A buffered socket returns exactly ``size`` bytes unless the peer closes first (then what
+        there was). An unbuffered socket returns what is buffered, or else what one read from the
+        kernel gives (at least 1 byte). ``b""`` means the peer closed; a reset peer reads as
+        closed under ``SAFE_DISCONN``. ``recv(0)`` returns ``b""`` at once.
+
+        Args:
+            size: how many bytes to return.
+            timeout: seconds for the whole call; ``None`` or negative: forever; ``0``: only what
+                has already arrived.
+            flags: ``SocketFlag.SAFE_DISCONN`` (default) turns a reset into ``b""``.
+
+        Cancelling or timing out is safe: every byte received so far stays buffered for the next
+        call.
+
+        Raises:
+            TimeoutError: the timeout expired (nothing was lost).
+            ConnectionResetError: the peer reset the connection (without ``SAFE_DISCONN``).
+            SocketClosedError: the socket is closed, or was closed during the call.
+            BusyError: another task is reading this socket.
+        """
+        if size <= 0:
+            if size < 0:
+                raise ValueError(f"size must be >= 0, not {size}")
+            return b""
+        self._begin_read()
+        try:
+            buf = self._buf
+            if self._type == socket.SOCK_DGRAM:
+                if buf:
+                    return buf.take(size)
+                with _Deadline(self, timeout, "recv"):
+                    while True:
+                        datagram = self._recv_datagram_nowait(size, flags)
+                        if datagram is not None:
+                            return datagram
+                        await self._waiter.readable()
+            if not self._buffered:
+                if buf:
+                    return buf.take(size)
+                with _Deadline(self, timeout, "recv"):
+                    await self._fill(flags)
+                return buf.take(size)
+            if len(buf) >= size:
+                return buf.take(size)
+            with _Deadline(self, timeout, "recv"):
+                while len(buf) < size and await self._fill(flags):
+                    pass
+            return buf.take(size)
+        finally:
+            self._reading = False
+
+    async def recv_into(
+        self,
+        buffer: bytearray | memoryview,
+        size: int | None = None,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+    ) -> int:
+        """Receive into ``buffer``; return the number of bytes written.
+
+        Follows :meth:`recv`: a buffered socket fills exactly ``size`` bytes (default
+        ``len(buffer)``) unless the peer closes; unbuffered gives what one read gives. Plain
+        sockets read straight into ``buffer`` once the socket's own buffer is empty. Cancelling
+        or timing out is safe: bytes already written into ``buffer`` are counted by
+        nothing, so they are copied back into the socket's buffer for the next call.
+        """
+        view = memoryview(buffer).cast("B")
+        if size is None:
+            size = len(view)
+        elif size > len(view):
+            raise ValueError(f"size {size} is larger than the buffer ({len(view)} bytes)")
+        if size <= 0:
+            return 0
+        view = view[:size]
+        self._begin_read()
+        try:
+            got = self._buf.take_into(view)
+            if got == size or (got and not self._buffered):
+                return got
+            with _Deadline(self, timeout, "recv_into"):
+                try:
+                    while got < size:
+                        if self._tls is None and not self._buf and not self._buf.eof:
+                            n = await self._recv_direct(view[got:], flags)
+                            if n == 0:
+                                break
+                            got += n
+                        else:
+                            if not await self._fill(flags):
+                                got += self._buf.take_into(view[got:])
+                                break
+                            got += self._buf.take_into(view[got:])
+                        if not self._buffered:
+                            break
+                except BaseException:
+                    # Cancelled or failed mid-way: give the bytes back, lose nothing.
+                    self._buf.unread(bytes(view[:got]))
+                    raise
+            return got
+        finally:
+            self._reading = False
+
+    async def _recv_direct(self, target: memoryview, flags: SocketFlag) -> int:
+        sock = self._sock
+        while True:
+            try:
+                n = sock.recv_into(target)
+            except (BlockingIOError, InterruptedError):
+                await self._waiter.readable()
+                continue
+            except OSError as exc:
+                if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
+                    self._buf.feed_eof()
+                    return 0
+                raise self._os_error(exc, "receiving from") from exc
+            if n == 0:
+                self._buf.feed_eof()
+            return n
+
+    async def recv_line(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> bytes:
+        """Read one line, without its terminator.
+
+        ``\\r\\n``, ``\\n`` and a lone ``\\r`` end a line (a ``\\n`` right after a lone ``\\r``,
+        even in a later packet, belongs to it). An empty line is returned as ``b"\\r\\n"``, so
+        ``b""`` always means the peer closed. A line longer than ``max_length`` comes back in
+        pieces of ``max_length`` bytes, nothing discarded. A last line cut by the peer closing is
+        returned as it is, then ``b""``.
+
+        Args:
+            timeout: seconds for the whole call; ``None`` or negative: forever; ``0``: only a line
+                that has already arrived.
+            flags: ``SAFE_DISCONN`` (default) reads a reset as "closed".
+            max_length: the longest piece returned (at least 1).
+
+        Cancelling or timing out is safe: the partial line stays buffered for the next call.
+
+        Raises:
+            TimeoutError: no full line within the timeout (nothing was lost).
+            ValueError: ``max_length`` < 1.
+            ConnectionResetError: the peer reset the connection (without ``SAFE_DISCONN``).
+            SocketClosedError: the socket is closed, or was closed during the call.
+            BusyError: another task is reading this socket.
+        """
+        if self._reading or max_length < 1:
+            self._check_line_args(max_length)
+        line = self._buf.take_line(max_length)
+        if line is not None:
+            return line
+        self._begin_read()
+        try:
+            buf = self._buf
+            with _Deadline(self, timeout, "recv_line"):
+                while await self._fill(flags):
+                    line = buf.take_line(max_length)
+                    if line is not None:
+                        return line
+            return buf.take_rest_line(max_length)
+        finally:
+            self._reading = False
+
+    def _check_line_args(self, max_length: int) -> None:
+        if self._reading:
+            raise BusyError(f"another task is already reading socket {self._describe()}")
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, not {max_length}")
+
+    async def read_line(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> bytes:
+        """The same as :meth:`recv_line` (Nim's ``readLine``)."""
+        return await self.recv_line(timeout, flags, max_length)
+
+    def read_line_nowait(self) -> tuple[ReadLineResult, bytes]:
+        """A line if one is buffered, without ever blocking.
+
+        Returns ``(FULL_LINE, line)``; ``(NONE, b"")`` when no full line has arrived yet (nothing
+        is consumed); ``(DISCONNECTED, b"")`` when the peer closed; ``(PARTIAL_LINE, rest)`` when
+        it closed mid-line. Data already sitting in the kernel is read first (without waiting).
+        """
+        if self._reading:
+            raise BusyError(f"another task is already reading socket {self._describe()}")
+        self._check_open()
+        buf = self._buf
+        line = buf.take_line(MAX_LINE_LENGTH)
+        if line is not None:
+            return ReadLineResult.FULL_LINE, line
+        self._pull_nowait()
+        line = buf.take_line(MAX_LINE_LENGTH)
+        if line is not None:
+            return ReadLineResult.FULL_LINE, line
+        if buf.eof:
+            rest = buf.take_rest_line(MAX_LINE_LENGTH)
+            if rest:
+                return ReadLineResult.PARTIAL_LINE, rest
+            return ReadLineResult.DISCONNECTED, b""
+        return ReadLineResult.NONE, b""
+
+    def _pull_nowait(self, flags: SocketFlag = SAFE_DISCONN) -> bool:
+        """Move what the kernel already holds into the buffer (plain sockets; never waits).
+
+        Returns True if bytes were added. A disconnection under ``flags`` reads as EOF; any other
+        error is raised (the kernel reports it only once).
+        """
+        if self._tls is not None or self._buf.eof or self._closed or self._peer_gone:
+            return False
+        try:
+            data = self._sock.recv(_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._nowait_error(exc, flags)
+            return False
+        if data:
+            self._buf.feed(data)
+            return True
+        self._buf.feed_eof()
+        return False
+
+    async def skip(self, size: int, timeout: float | None = None) -> int:
+        """Read and drop ``size`` bytes; return how many were skipped (fewer if the peer closed).
+
+        Cancelling or timing out is safe: nothing beyond what was skipped is consumed, and bytes
+        already dropped stay dropped (the count so far is lost with the exception).
+        """
+        if size <= 0:
+            return 0
+        self._begin_read()
+        try:
+            buf = self._buf
+            skipped = buf.discard(size)
+            if skipped == size:
+                return skipped
+            with _Deadline(self, timeout, "skip"):
+                while skipped < size and await self._fill(SAFE_DISCONN):
+                    skipped += buf.discard(size - skipped)
+            return skipped
+        finally:
+            self._reading = False
+
+    def has_data_buffered(self) -> bool:
+        """True if bytes are waiting in duonet's own buffer (never blocks, reads nothing)."""
+        return bool(self._buf)
+
+    # -- no-wait twins: the blocking face tries these in its own thread first -------------------
+    #
+    # Each answers a call synchronously when that needs no waiting (the buffer, or for plain
+    # sockets a non-blocking syscall, already holds the answer) and returns None otherwise, with
+    # anything it read left in the buffer for the awaited method. They never wait, never touch
+    # TLS state, and are only called while the caller holds the blocking face's per-direction
+    # lock, so no awaited call of the same direction is in flight.
+
+    def _recv_nowait(
+        self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
+    ) -> bytes | None:
+        buf = self._buf
+        if size <= 0 or self._closed:
+            return None
+        if self._type == socket.SOCK_DGRAM:
+            return buf.take(size) if buf else self._recv_datagram_nowait(size, flags)
+        if not self._buffered:
+            if not buf:
+                self._pull_nowait(flags)
+            return buf.take(size) if buf else None
+        while len(buf) < size:
+            if not self._pull_nowait(flags):
+                return None
+        return buf.take(size)
+
+    def _recv_line_nowait(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> bytes | None:
+        if max_length < 1 or self._closed:
+            return None
+        line = self._buf.take_line(max_length)
+        if line is None and self._pull_nowait(flags):
+            line = self._buf.take_line(max_length)
+        return line
+
+    def _recv_into_nowait(
+        self,
+        buffer: bytearray | memoryview,
+        size: int | None = None,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+    ) -> int | None:
+        if self._closed or self._tls is not None:
+            return None
+        view = memoryview(buffer).cast("B")
+        size = len(view) if size is None else size
+        if size <= 0 or size > len(view):
+            return None
+        view = view[:size]
+        got = self._buf.take_into(view)
+        sock = self._sock
+        while got < size and not self._buf.eof and (self._buffered or not got):
+            try:
+                n = sock.recv_into(view[got:])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._buf.unread(bytes(view[:got]))
+                self._nowait_error(exc, flags)
+                return None
+            if n == 0:
+                self._buf.feed_eof()
+                break
+            got += n
+        if got == size or self._buf.eof or (got and not self._buffered):
+            return got
+        self._buf.unread(bytes(view[:got]))  # not enough yet: the awaited call goes on from here
+        return None
+
+    def _recv_datagram_nowait(self, size: int, flags: SocketFlag) -> bytes | None:
+        # One datagram (truncated to size by the kernel); b"" is an empty datagram, not EOF.
+        try:
+            return self._sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._os_error(exc, "receiving from") from exc
+
+    def _nowait_error(self, exc: OSError, flags: SocketFlag) -> None:
+        if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
+            self._buf.feed_eof()
+            return
+        raise self._os_error(exc, "receiving from") from exc
+
+    def _skip_nowait(self, size: int, timeout: float | None = None) -> int | None:
+        if size <= 0 or self._closed:
+            return None
+        buf = self._buf
+        while len(buf) < size:
+            if not self._pull_nowait(SAFE_DISCONN):
+                return None
+        return buf.discard(size)
+
+    def _send_nowait(
+        self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
+    ) -> _DataLike | None:
+        """Send what the kernel takes now; None if all was sent, else what is left to send."""
+        if self._closed or self._tls is not None or self._peer_gone:
+            return data
+        view = _as_view(data)
+        try:
+            sent = self._sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return view
+        except OSError:
+            return view  # let the awaited call report it, with the flags' rules
+        return view[sent:] if sent < len(view) else None
+
+    def _unread_line(self, line: bytes) -> None:
+        """Give back a line a blocking caller never received (a Ctrl-C raced its completion).
+
+        The line comes back followed by ``\n`` whatever its terminator was: the next
+        ``recv_line`` returns the same line.
+        """
+        self._buf.unread(b"\n" if line == b"\r\n" else line + b"\n")
+
+    # -- datagrams ----------------------------------------------------------------------------
+
+    async def recv_from(self, length: int, timeout: float | None = None) -> tuple[bytes, str, int]:
+        """Receive one datagram: ``(data, sender address as text, sender port)``.
+
+        A datagram longer than ``length`` is truncated to ``length`` (the OS drops the rest). An
+        IPv4-mapped IPv6 sender shows as its IPv4 address. A timeout loses no datagram: one is
+        either returned or left in the kernel.
+
+        Raises:
+            TimeoutError: no datagram within ``timeout``.
+            SocketClosedError: the socket is closed, or was closed during the call.
+            BusyError: another task is reading this socket.
+        """
+        if length < 0:
+            raise ValueError(f"length must be >= 0, not {length}")
+        self._begin_read()
+        try:
+            with _Deadline(self, timeout, "recv_from"):
+                while True:
+                    result = self._recv_from_nowait(length)
+                    if result is not None:
+                        return result
+                    await self._waiter.readable()
+        finally:
+            self._reading = False
+
+    def _recv_from_nowait(
+        self, length: int, timeout: float | None = None
+    ) -> tuple[bytes, str, int] | None:
+        if self._closed:
+            return None
+        try:
+            data, addr = self._sock.recvfrom(length)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            raise self._os_error(exc, "receiving on") from exc
+        host, port = _addr_pair(addr)
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        return data, host, port
+
+    async def send_to(
+        self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0
+    ) -> int:
+        """Send one datagram to ``address``:``port``; return the number of bytes sent.
+
+        ``address`` is a host name, an IP text or an :class:`IpAddress`; the name is resolved
+        once per call and each resolved address is tried until one accepts the datagram.
+
+        Raises:
+            OSError: no resolved address accepted it (the message names the address).
+            socket.gaierror: the name does not resolve.
+        """
+        view = _as_view(data)
+        host = host_text(address)
+        what = endpoint(host, port)
+        self._begin_write()
+        try:
+            with _Deadline(self, None, f"send_to {what}"):
+                infos = await resolve(host, port, self._family, self._type, self._sock.proto)
+                last: OSError | None = None
+                for _family, _type, _proto, sockaddr in infos:
+                    while True:
+                        try:
+                            return self._sock.sendto(view, flags, sockaddr)
+                        except (BlockingIOError, InterruptedError):
+                            await self._waiter.writable()
+                        except OSError as exc:
+                            last = exc
+                            break
+                assert last is not None
+                raise self._os_error(last, f"sending a datagram to {what} from") from last
+        finally:
+            self._writing = False
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def send(
+        self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
+    ) -> None:
+        """Send all of ``data`` (``str`` is encoded as UTF-8), resuming after partial writes.
+
+        If the peer has gone (reset, broken pipe), raises the ``OSError`` unless ``SAFE_DISCONN``
+        is in ``flags``: then it returns quietly and the next read gives ``b""``.
+
+        A send that times out or is cancelled leaves the stream undefined (part of the data may
+        have been sent): close the socket.
+
+        Raises:
+            TimeoutError: the timeout expired.
+            BrokenPipeError, ConnectionResetError: the peer is gone (without ``SAFE_DISCONN``).
+            SocketClosedError: the socket is closed, or was closed during the call.
+            BusyError: another task is writing this socket.
+        """
+        view = _as_view(data)
+        self._begin_write()
+        try:
+            with _Deadline(self, timeout, "send"):
+                if self._tls is not None:
+                    await self._send_tls(view, flags)
+                    return
+                try:
+                    await send_all(self._sock, self._waiter, view)
+                except OSError as exc:
+                    if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
+                        self._peer_gone = True
+                        return
+                    raise self._os_error(exc, "sending to") from exc
+        finally:
+            self._writing = False
+
+    async def _send_tls(self, view: memoryview, flags: SocketFlag) -> None:
+        assert self._tls is not None
+        try:
+            await self._tls.send(bytes(view))
+        except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+            if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
+                if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
+                    self._peer_gone = True
+                    return
+                raise self._os_error(cause, "sending to") from exc
+            if self._closed:
+                raise SocketClosedError(f"socket {self._describe()}") from exc
+            raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
+
+    async def try_send(self, data: _DataLike) -> bool:
+        """Send all of ``data``; ``False`` instead of raising if that fails for any reason."""
+        try:
+            await self.send(data, _NO_FLAGS)
+        except (OSError, BusyError, ssl.SSLError):
+            return False
+        return True
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    async def connect(
+        self, address: str | IpAddress, port: int = 0, timeout: float | None = None
+    ) -> None:
+        """Connect to ``address`` (host name or IP) and ``port``, trying every resolved address.
+
+        Only addresses of this socket's family are tried (``dial`` tries every family). A socket
+        wrapped with :func:`wrap_socket` then does its TLS handshake, with ``address`` used for
+        SNI and certificate verification. Succeeds once the TCP handshake completed: a reset sent
+        right after shows up in the next read or write.
+
+        Raises:
+            TimeoutError: resolving, connecting and handshaking took longer than ``timeout``.
+            ConnectionRefusedError, OSError: no address accepted the connection (the message
+                names the address).
+            socket.gaierror: the name does not resolve.
+            SslError: the TLS handshake failed (the reason is in the message).
+        """
+        self._check_open()
+        host = host_text(address)
+        what = endpoint(host, port)
+        with _Deadline(self, timeout, f"connect to {what}"):
+            infos = await resolve(host, port, self._family, self._type, self._sock.proto)
+            last: OSError | None = None
+            for _family, _type, _proto, sockaddr in infos:
+                try:
+                    await connect_raw(self._sock, sockaddr, self._waiter)
+                except OSError as exc:
+                    if self._closed:
+                        raise SocketClosedError(f"socket connecting to {what}") from exc
+                    last = exc
+                    continue
+                self._peer = self._format_addr(self._sock.getpeername())
+                break
+            else:
+                assert last is not None
+                raise with_address(last, "connecting to", what) from last
+            if self._ssl_context is not None:
+                from ._tls import client_handshake
+
+                await client_handshake(self, host)
+
+    async def connect_unix(self, path: str | bytes) -> None:
+        """Connect this ``AF_UNIX`` socket to ``path``."""
+        self._check_open()
+        try:
+            await connect_raw(self._sock, path, self._waiter)
+        except anyio.ClosedResourceError:
+            raise SocketClosedError(f"socket connecting to {path!r}") from None
+        except OSError as exc:
+            raise with_address(exc, "connecting to", repr(path)) from exc
+        self._peer = self._format_addr(path)
+
+    def bind_unix(self, path: str | bytes) -> None:
+        """Bind this ``AF_UNIX`` socket to ``path`` (an existing file is not removed)."""
+        self._check_open()
+        try:
+            self._sock.bind(path)
+        except OSError as exc:
+            raise with_address(exc, "binding to", repr(path)) from exc
+
+    def bind_addr(self, port: int = 0, address: str | IpAddress = "") -> None:
+        """Bind to ``address`` and ``port``; ``""`` is every address of the socket's family."""
+        self._check_open()
+        host = host_text(address)
+        if not host:
+            if self._family == socket.AF_INET:
+                host = "0.0.0.0"
+            elif self._family == socket.AF_INET6:
+                host = "::"
+            else:
+                raise ValueError("bind_addr needs an address for a socket that is not IPv4/IPv6")
+        try:
+            infos = socket.getaddrinfo(
+                host, port, self._family, self._type, self._sock.proto, socket.AI_PASSIVE
+            )
+            self._sock.bind(infos[0][4])
+        except OSError as exc:
+            raise with_address(exc, "binding to", endpoint(host, port)) from exc
+
+    def listen(self, backlog: int = socket.SOMAXCONN) -> None:
+        """Start listening for connections (``accept`` then hands them out)."""
+        self._check_open()
+        try:
+            self._sock.listen(backlog)
+        except OSError as exc:
+            raise self._os_error(exc, "listening on") from exc
+        self._listening = True
+
+    async def accept(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncSocket:
+        """Wait for a client and return it as a new socket (buffered like this one).
+
+        Under ``SAFE_DISCONN`` a client that vanished during the accept is skipped. On a listener
+        wrapped with :func:`wrap_socket`, the client's TLS handshake is done before it is returned
+        (handshakes run concurrently; a client that stalls or fails is skipped under
+        ``SAFE_DISCONN``, its ``SslError`` raised otherwise). A timeout loses no client.
+        """
+        client, _address = await self.accept_addr(flags, inheritable, timeout)
+        return client
+
+    async def accept_addr(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[AsyncSocket, str]:
+        """As :meth:`accept`, and the client's address as text (``""`` for an unnamed Unix
+        client)."""
+        self._begin_read()
+        try:
+            with _Deadline(self, timeout, "accept"):
+                if self._ssl_context is not None:
+                    from ._tls import tls_accept
+
+                    return await tls_accept(self, flags, inheritable)
+                return await self._accept_plain(flags, inheritable)
+        finally:
+            self._reading = False
+
+    async def _accept_plain(
+        self, flags: SocketFlag, inheritable: bool
+    ) -> tuple[AsyncSocket, str]:
+        sock = self._sock
+        while True:
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                await self._waiter.readable()
+                continue
+            except OSError as exc:
+                if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
+                    continue
+                raise self._os_error(exc, "accepting on") from exc
+            client = AsyncSocket._adopt(conn, self._buffered, inheritable)
+            if isinstance(addr, tuple):
+                text = str(addr[0])
+                if text.startswith("::ffff:") and "." in text:
+                    text = text[7:]
+                client._peer = endpoint(str(addr[0]), int(addr[1]))
+            else:
+                text = self._format_addr(addr) if addr else ""
+                client._peer = text or "unnamed unix socket"
+            return client, text
+
+    # -- options and addresses ----------------------------------------------------------------
+
+    def get_sock_opt(self, opt: SOBool, level: int = socket.SOL_SOCKET) -> bool:
+        """Read a boolean option. ``level`` defaults to the option's own (``NO_DELAY``: TCP)."""
+        self._check_open()
+        if level == socket.SOL_SOCKET:
+            level = opt.level
+        return bool(self._sock.getsockopt(level, opt.optname))
+
+    def set_sock_opt(self, opt: SOBool, value: bool, level: int = socket.SOL_SOCKET) -> None:
+        """Set a boolean option; works before and after ``connect``/``listen``."""
+        self._check_open()
+        if level == socket.SOL_SOCKET:
+            level = opt.level
+        self._sock.setsockopt(level, opt.optname, 1 if value else 0)
+
+    def get_local_addr(self) -> tuple[str, int]:
+        """The local address and port (a Unix socket gives its path and 0)."""
+        self._check_open()
+        return _addr_pair(self._sock.getsockname())
+
+    def get_peer_addr(self) -> tuple[str, int]:
+        """The peer's address and port (a Unix socket gives the peer's path and 0)."""
+        self._check_open()
+        try:
+            return _addr_pair(self._sock.getpeername())
+        except OSError as exc:
+            raise self._os_error(exc, "getting the peer address of") from exc
+
+    def get_fd(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        return -1 if self._closed else self._fd
+
+    def fileno(self) -> int:
+        """The file descriptor (-1 once closed), for ``select`` and friends."""
+        return self.get_fd()
+
+    def get_socket_error(self) -> int:
+        """The pending error of the socket (``SO_ERROR``), 0 if none."""
+        self._check_open()
+        return int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+
+    # -- TLS queries --------------------------------------------------------------------------
+
+    def is_ssl(self) -> bool:
+        """True if the socket was wrapped with TLS."""
+        return self._ssl_context is not None
+
+    def got_handshake(self) -> bool:
+        """True once the TLS handshake completed; ``SslError`` on a plain socket."""
+        if self._ssl_context is None:
+            raise SslError("Socket is not an SSL socket.")
+        return self._tls_handshaken
+
+    def get_peer_certificates(self) -> list[bytes]:
+        """The peer's certificates (DER), leaf first; ``[]`` if none or not TLS.
+
+        On Python >= 3.13 this is the full verified chain; before, the leaf alone.
+        """
+        from ._tls import peer_certificates
+
+        return peer_certificates(self)
+
+    def get_psk_identity(self) -> str:
+        """The PSK identity the client sent (server side; ``""`` if none)."""
+        from ._tls import psk_identity
+
+        return psk_identity(self)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the socket; idempotent. A task blocked on it gets ``SocketClosedError``.
+
+        On TLS, sends close_notify without waiting for the peer's (errors ignored).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._tls is not None and self._tls_handshaken:
+            from ._tls import send_close_notify
+
+            send_close_notify(self)
+        try:
+            anyio.notify_closing(self._sock)
+        except RuntimeError:
+            pass  # no event loop: nobody can be waiting
+        self._sock.close()
+        self._buf.clear()
+
+    def _close_now(self) -> None:
+        """Close without an event loop (interpreter exit, fork child, garbage)."""
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+            self._buf.clear()
+
+    async def __aenter__(self) -> AsyncSocket:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("listening" if self._listening else "open")
+        tls = " tls" if self._ssl_context is not None else ""
+        return f"<AsyncSocket fd={self.get_fd()} {state}{tls} {self._describe()}>"
+
+
+def _as_view(data: _DataLike) -> memoryview:
+    if isinstance(data, str):
+        return memoryview(data.encode())
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _addr_pair(addr: Any) -> tuple[str, int]:
+    if isinstance(addr, tuple):
+        return str(addr[0]), int(addr[1])
+    if isinstance(addr, bytes):
+        return addr.decode(errors="replace"), 0
+    return str(addr), 0
+
+
+def new_async_socket(
+    domain: int = socket.AF_INET,
+    sock_type: int = socket.SOCK_STREAM,
+    protocol: int = socket.IPPROTO_TCP,
+    buffered: bool = True,
+    inheritable: bool = False,
+) -> AsyncSocket:
+    """Create an :class:`AsyncSocket` (Nim's ``newAsyncSocket``/``newSocket``)."""
+    return AsyncSocket(domain, sock_type, protocol, buffered, inheritable)
+
+
+async def dial(
+    address: str | IpAddress,
+    port: int,
+    protocol: int = socket.IPPROTO_TCP,
+    buffered: bool = True,
+    timeout: float | None = None,
+) -> AsyncSocket:
+    """Connect to ``address``:``port`` over any family (happy eyeballs across IPv6 and IPv4).
+
+    Returns a fresh connected socket. ``protocol`` ``IPPROTO_UDP`` gives a connected datagram
+    socket. The timeout covers resolution and every attempt.
+
+    Raises:
+        TimeoutError: nothing connected within ``timeout``.
+        OSError: every address failed (the last failure, naming the address).
+        socket.gaierror: the name does not resolve.
+    """
+    sock_type = {socket.IPPROTO_TCP: socket.SOCK_STREAM, socket.IPPROTO_UDP: socket.SOCK_DGRAM}
+    kind = sock_type.get(protocol, socket.SOCK_RAW)
+    host = host_text(address)
+    what = endpoint(host, port)
+    placeholder = _DialTimer(what, timeout)
+    with placeholder:
+        infos = await resolve(host, port, socket.AF_UNSPEC, kind, protocol)
+        raw = await happy_eyeballs(infos, what)
+    result = AsyncSocket._adopt(raw, buffered)
+    result._peer = result._format_addr(raw.getpeername())
+    return result
+
+
+class _DialTimer:
+    """The deadline of :func:`dial` (there is no socket yet to hang it on)."""
+
+    def __init__(self, what: str, timeout: float | None) -> None:
+        self._what = what
+        self._timeout = timeout
+        self._scope: anyio.CancelScope | None = None
+
+    def __enter__(self) -> None:
+        timeout = self._timeout
+        if timeout is not None and timeout >= 0:
+            self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
+            self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        if self._scope is not None:
+            self._scope.__exit__(*exc_info)
+            if self._scope.cancelled_caught:
+                raise TimeoutError(f"dial {self._what} timed out after {self._timeout:g} s")
+        return False
+

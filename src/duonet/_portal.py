@@ -1,0 +1,335 @@
+"""The private portal: one background event loop that runs every blocking call's I/O.
+
+Theory of operation
+-------------------
+The blocking ``Socket`` holds an ``AsyncSocket`` and must run its coroutines somewhere. anyio's
+``BlockingPortal.call`` costs two blocking round trips, two ``concurrent.futures.Future`` s and a
+task-group spawn per call (measured ~150-350 us here, ``../shared/anyio-notes.md`` §1), so duonet
+keeps its own, leaner one:
+
+* one daemon thread ``duonet-portal`` per process, started lazily on the first call that needs it,
+  running ``anyio.run`` on asyncio (uvloop when importable) or trio;
+* a call is one hop: the caller hands a :class:`_Job` to the loop with
+  ``loop.call_soon_threadsafe`` / ``TrioToken.run_sync_soon``, the loop runs it in a plain task
+  under one ``CancelScope``, and the result comes back through a ``_thread`` lock owned by the
+  calling thread (pre-acquired, released by the job, re-used for the thread's next call);
+* **KeyboardInterrupt** in a caller blocked on that lock cancels the job's scope, *waits for the
+  job to unwind* (the core's reads are cancel-safe, so every received byte stays buffered), gives
+  back a result that raced the cancel (``undo``), then re-raises: nothing is lost and the portal is
+  never stuck;
+* calling from inside a running event loop (or from the portal thread) raises ``RuntimeError``
+  instead of deadlocking;
+* after ``os.fork()`` the child gets a fresh portal on its first call; at interpreter exit the
+  loop is stopped and the thread joined briefly (it is a daemon: it never keeps a program alive).
+
+Nothing here knows about sockets.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import atexit
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+
+__all__ = ("call", "configure", "current_backend", "in_event_loop", "is_running", "reset")
+
+T = TypeVar("T")
+
+_ENV_BACKEND = "DUONET_BACKEND"
+_BACKENDS = ("asyncio", "trio", "uvloop")
+
+
+class _Job:
+    """One blocking call in flight: the coroutine function, its outcome, and the caller's lock."""
+
+    __slots__ = ("args", "cancelled", "done", "error", "func", "lock", "scope", "value")
+
+    def __init__(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], lock: Any):
+        self.func = func
+        self.args = args
+        self.lock = lock
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.cancelled = False
+        self.done = False
+
+    async def run(self) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                if self.cancelled:
+                    scope.cancel()
+                self.value = await self.func(*self.args)
+            if scope.cancelled_caught:
+                self.error = KeyboardInterrupt()
+        except BaseException as exc:  # everything goes back to the caller
+            self.error = exc
+        finally:
+            self.scope = None
+            self.done = True
+            self.lock.release()
+
+    def cancel(self) -> None:
+        """In the loop thread: cancel the job (it may not have started yet)."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class _Portal:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._spawn: Callable[[_Job], None] | None = None
+        self._run_soon: Callable[[Callable[[], None]], None] | None = None
+        self._stop: Callable[[], None] | None = None
+        self.thread_ident: int | None = None
+        self._thread = threading.Thread(target=self._thread_main, name="duonet-portal", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise RuntimeError(
+                f"duonet could not start its {backend} event loop"
+            ) from self._startup_error
+
+    def _thread_main(self) -> None:
+        self.thread_ident = threading.get_ident()
+        try:
+            if self.backend == "trio":
+                anyio.run(self._main_trio, backend="trio")
+            else:
+                options = {"use_uvloop": True} if self.backend == "uvloop" else {}
+                anyio.run(self._main_asyncio, backend="asyncio", backend_options=options)
+        except BaseException as exc:
+            if not self._ready.is_set():
+                self._startup_error = exc
+                self._ready.set()
+
+    async def _main_asyncio(self) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        stopped = asyncio.Event()
+
+        def start(job: _Job) -> None:
+            task = loop.create_task(job.run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        self._spawn = lambda job: loop.call_soon_threadsafe(start, job)
+        self._run_soon = lambda fn: loop.call_soon_threadsafe(fn)
+        self._stop = lambda: loop.call_soon_threadsafe(stopped.set)
+        self._ready.set()
+        await stopped.wait()
+        for task in list(tasks):
+            task.cancel()
+
+    async def _main_trio(self) -> None:
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            self._spawn = lambda job: token.run_sync_soon(nursery.start_soon, job.run)
+            self._run_soon = lambda fn: token.run_sync_soon(fn)
+            self._stop = lambda: token.run_sync_soon(nursery.cancel_scope.cancel)
+            self._ready.set()
+            await trio.sleep_forever()
+
+    def call(
+        self,
+        func: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        undo: Callable[[T], None] | None,
+    ) -> T:
+        lock = _caller_lock()
+        job = _Job(func, args, lock)
+        spawn = self._spawn
+        assert spawn is not None
+        try:
+            spawn(job)
+        except RuntimeError as exc:  # the loop is closed (interpreter exit)
+            raise RuntimeError("duonet's event loop is not running (interpreter exit?)") from exc
+        try:
+            lock.acquire()
+        except BaseException:
+            self._cancel_and_wait(job, lock, undo)
+            raise
+        if job.error is not None:
+            error, job.error = job.error, None
+            raise error
+        return job.value  # type: ignore[no-any-return]
+
+    def _cancel_and_wait(
+        self, job: _Job, lock: Any, undo: Callable[[Any], None] | None
+    ) -> None:
+        # KeyboardInterrupt (or another async exception) while waiting: cancel the job in the
+        # loop and wait for it to unwind, so its socket is left consistent and nothing is lost.
+        run_soon = self._run_soon
+        assert run_soon is not None
+        try:
+            run_soon(job.cancel)
+        except RuntimeError:
+            return  # the loop is gone
+        while True:
+            try:
+                lock.acquire()
+                break
+            except BaseException:  # a second Ctrl-C: keep waiting, the unwind is quick
+                continue
+        if job.error is None and undo is not None:
+            undo(job.value)  # the job won the race: put its result back
+
+    def stop(self, timeout: float = 1.0) -> None:
+        if self._stop is not None:
+            try:
+                self._stop()
+            except RuntimeError:
+                pass
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+_lock = threading.Lock()
+_portal: _Portal | None = None
+_backend: str | None = None
+_local = threading.local()
+
+
+def _caller_lock() -> Any:
+    try:
+        lock = _local.lock
+    except AttributeError:
+        lock = _local.lock = _thread.allocate_lock()
+        lock.acquire()
+    else:
+        if not lock.locked():  # left released by an interrupted call: re-arm
+            lock.acquire()
+    return lock
+
+
+def _choose_backend() -> str:
+    if _backend is not None:
+        return _backend
+    name = os.environ.get(_ENV_BACKEND, "").strip().lower()
+    if name:
+        if name not in _BACKENDS:
+            raise ValueError(f"{_ENV_BACKEND}={name!r}: expected one of {', '.join(_BACKENDS)}")
+        return name
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def configure(backend: str | None = None) -> None:
+    """Choose the event loop of the blocking API's portal: ``"asyncio"``, ``"uvloop"``, ``"trio"``.
+
+    Must be called before the first blocking call that needs the portal (or after
+    :func:`reset`). The default is uvloop when importable, else asyncio; the ``DUONET_BACKEND``
+    environment variable overrides the default. ``None`` restores the default.
+
+    Raises:
+        ValueError: unknown backend.
+        RuntimeError: the portal is already running on another backend.
+    """
+    global _backend
+    if backend is not None and backend not in _BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(_BACKENDS)}")
+    with _lock:
+        if _portal is not None and backend is not None and _portal.backend != backend:
+            raise RuntimeError(
+                f"duonet's portal is already running on {_portal.backend}; configure() must come "
+                "before the first blocking call"
+            )
+        _backend = backend
+
+
+def current_backend() -> str:
+    """The backend the portal runs (or will run) on."""
+    with _lock:
+        return _portal.backend if _portal is not None else _choose_backend()
+
+
+def is_running() -> bool:
+    """True once the portal thread has been started (and not reset)."""
+    return _portal is not None
+
+
+def reset() -> None:
+    """Stop the portal (its next use starts a new one). For tests and backend switches only:
+    no blocking call may be in flight."""
+    global _portal
+    with _lock:
+        portal, _portal = _portal, None
+    if portal is not None:
+        portal.stop()
+
+
+def in_event_loop() -> bool:
+    """True if the calling thread is running an asyncio or trio event loop."""
+    if asyncio._get_running_loop() is not None:
+        return True
+    sniffio = sys.modules.get("sniffio")
+    return sniffio is not None and getattr(sniffio.thread_local, "name", None) is not None
+
+
+def _get() -> _Portal:
+    global _portal
+    portal = _portal
+    if portal is None:
+        with _lock:
+            portal = _portal
+            if portal is None:
+                portal = _portal = _Portal(_choose_backend())
+    return portal
+
+
+def call(
+    func: Callable[..., Awaitable[T]],
+    *args: Any,
+    undo: Callable[[T], None] | None = None,
+) -> T:
+    """Run ``await func(*args)`` on the portal's loop and return its result (or raise its error).
+
+    ``undo(result)`` is called if a KeyboardInterrupt arrives just as the call completes, to give
+    back a result the caller will never see.
+
+    Raises:
+        RuntimeError: called from inside a running event loop (use ``duonet.aio`` there).
+    """
+    portal = _portal or _get()
+    if portal.thread_ident == threading.get_ident() or in_event_loop():
+        raise RuntimeError(
+            "a blocking duonet call was made from inside a running event loop, where it would "
+            "block the loop; use duonet.aio (the same API, awaited) instead"
+        )
+    return portal.call(func, args, undo)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's loop thread does not exist here: forget it (its state is unusable) and let the
+    # first call start a new one. Locks are re-created: one could have been held during fork.
+    global _portal, _lock, _local
+    _portal = None
+    _lock = threading.Lock()
+    _local = threading.local()
+
+
+def _at_exit() -> None:
+    portal = _portal
+    if portal is not None:
+        portal.stop(timeout=1.0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -1,0 +1,72 @@
+"""duonet.aio: Nim's ``std/net`` for Python, awaited, on asyncio and trio (through anyio).
+
+The same API as :mod:`duonet`, with ``AsyncSocket``/``new_async_socket`` in place of
+``Socket``/``new_socket``; I/O methods are awaited. Types, enums and errors are the same objects
+as in :mod:`duonet`.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from .._core._socket import AsyncSocket as AsyncSocket
+from .._core._socket import dial as dial
+from .._core._socket import new_async_socket as new_async_socket
+from .._enums import BUFFER_SIZE as BUFFER_SIZE
+from .._enums import MAX_LINE_LENGTH as MAX_LINE_LENGTH
+from .._enums import Certificate as Certificate
+from .._enums import IpAddressFamily as IpAddressFamily
+from .._enums import Port as Port
+from .._enums import ReadLineResult as ReadLineResult
+from .._enums import SOBool as SOBool
+from .._enums import SocketFlag as SocketFlag
+from .._errors import BusyError as BusyError
+from .._errors import SocketClosedError as SocketClosedError
+from .._errors import SslError as SslError
+from .._errors import is_disconnection_error as is_disconnection_error
+from .._errors import raise_ssl_error as raise_ssl_error
+from .._ip import IpAddress as IpAddress
+from .._ip import from_sock_addr as from_sock_addr
+from .._ip import get_primary_ip_addr as get_primary_ip_addr
+from .._ip import ipv4_any as ipv4_any
+from .._ip import ipv4_broadcast as ipv4_broadcast
+from .._ip import ipv4_loopback as ipv4_loopback
+from .._ip import ipv6_any as ipv6_any
+from .._ip import ipv6_loopback as ipv6_loopback
+from .._ip import is_ip_address as is_ip_address
+from .._ip import parse_ip_address as parse_ip_address
+from .._ip import to_sock_addr as to_sock_addr
+
+#: The builtin :class:`TimeoutError`: what every timed-out call raises.
+TimeoutError = builtins.TimeoutError
+
+__all__ = (
+    "BUFFER_SIZE",
+    "MAX_LINE_LENGTH",
+    "AsyncSocket",
+    "BusyError",
+    "Certificate",
+    "IpAddress",
+    "IpAddressFamily",
+    "Port",
+    "ReadLineResult",
+    "SOBool",
+    "SocketClosedError",
+    "SocketFlag",
+    "SslError",
+    "TimeoutError",
+    "dial",
+    "from_sock_addr",
+    "get_primary_ip_addr",
+    "ipv4_any",
+    "ipv4_broadcast",
+    "ipv4_loopback",
+    "ipv6_any",
+    "ipv6_loopback",
+    "is_disconnection_error",
+    "is_ip_address",
+    "new_async_socket",
+    "parse_ip_address",
+    "raise_ssl_error",
+    "to_sock_addr",
+)
