@@ -187,9 +187,7 @@ class Socket:
         """Blocking :meth:`duonet.aio.AsyncSocket.try_send`."""
         return self._write(self._aio.try_send, data)
 
-    def send_to(
-        self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0
-    ) -> int:
+    def send_to(self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.send_to`."""
         return self._write(self._aio.send_to, address, port, data, flags)
 

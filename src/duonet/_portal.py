@@ -89,9 +89,9 @@ class _Portal:
         self.backend = backend
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._spawn: Callable[[_Job], None] | None = None
-        self._run_soon: Callable[[Callable[[], None]], None] | None = None
-        self._stop: Callable[[], None] | None = None
+        self._spawn: Callable[[_Job], object] | None = None
+        self._run_soon: Callable[[Callable[[], None]], object] | None = None
+        self._stop: Callable[[], object] | None = None
         self.thread_ident: int | None = None
         self._thread = threading.Thread(target=self._thread_main, name="duonet-portal", daemon=True)
         self._thread.start()
@@ -167,9 +167,7 @@ class _Portal:
             raise error
         return job.value  # type: ignore[no-any-return]
 
-    def _cancel_and_wait(
-        self, job: _Job, lock: Any, undo: Callable[[Any], None] | None
-    ) -> None:
+    def _cancel_and_wait(self, job: _Job, lock: Any, undo: Callable[[Any], None] | None) -> None:
         # KeyboardInterrupt (or another async exception) while waiting: cancel the job in the
         # loop and wait for it to unwind, so its socket is left consistent and nothing is lost.
         run_soon = self._run_soon

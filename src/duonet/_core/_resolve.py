@@ -40,10 +40,12 @@ async def resolve(
     host = host_text(address)
     if not isinstance(host, str):
         raise TypeError(f"address must be str or IpAddress, not {type(address).__name__}")
+    flags: int
     if family == socket.AF_INET6 and host and "." in host and ":" not in host:
         flags = socket.AI_V4MAPPED  # an IPv4 literal on an IPv6 socket: use the mapped form
     else:
         flags = 0
+    infos: list[tuple[Any, Any, int, str, Any]]
     try:
         try:
             infos = socket.getaddrinfo(
@@ -57,12 +59,10 @@ async def resolve(
                 )
             ]
     except socket.gaierror as exc:
-        raise socket.gaierror(
-            exc.errno, f"{exc.strerror} (resolving {host!r})"
-        ) from exc
+        raise socket.gaierror(exc.errno, f"{exc.strerror} (resolving {host!r})") from exc
     except UnicodeError as exc:
         raise socket.gaierror(socket.EAI_NONAME, f"invalid host name {host!r}: {exc}") from exc
-    result = [(fam, typ, pro, addr) for fam, typ, pro, _canon, addr in infos]
+    result: list[AddrInfo] = [(fam, typ, pro, addr) for fam, typ, pro, _canon, addr in infos]
     if not result:
         raise socket.gaierror(socket.EAI_NONAME, f"no address of the right family for {host!r}")
     return result

@@ -43,7 +43,7 @@ from .._errors import (
     with_address,
 )
 from .._ip import IpAddress
-from ._io import RawSocketStream, Waiter, connect_raw, send_all
+from ._io import Waiter, connect_raw, send_all
 from ._resolve import endpoint, happy_eyeballs, host_text, resolve
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class _Deadline:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self._sock._waiter.nowait = False
         scope = self._scope
         if scope is not None:
@@ -96,7 +96,6 @@ class _Deadline:
             raise TimeoutError(self._message()) from None
         if exc_type is anyio.ClosedResourceError:
             raise SocketClosedError(f"socket {self._sock._describe()}") from None
-        return False
 
     def _message(self) -> str:
         return (
@@ -915,9 +914,7 @@ class AsyncSocket:
         finally:
             self._reading = False
 
-    async def _accept_plain(
-        self, flags: SocketFlag, inheritable: bool
-    ) -> tuple[AsyncSocket, str]:
+    async def _accept_plain(self, flags: SocketFlag, inheritable: bool) -> tuple[AsyncSocket, str]:
         sock = self._sock
         while True:
             try:
@@ -1124,10 +1121,8 @@ class _DialTimer:
             self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
             self._scope.__enter__()
 
-    def __exit__(self, *exc_info: Any) -> bool:
+    def __exit__(self, *exc_info: Any) -> None:
         if self._scope is not None:
             self._scope.__exit__(*exc_info)
             if self._scope.cancelled_caught:
                 raise TimeoutError(f"dial {self._what} timed out after {self._timeout:g} s")
-        return False
-

@@ -1,0 +1,124 @@
+"""Shared fixtures: both anyio backends, both portal backends, stdlib peers on loopback.
+
+Every async test runs on asyncio and trio (``anyio_backend`` is pinned, so a missing trio fails
+instead of being skipped). Blocking tests take ``portal_backend``, which restarts duonet's portal
+on asyncio and on trio. Peers written with the stdlib ``socket`` module run in threads, so a bug
+cannot hide on both ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from duonet import _portal
+
+
+@pytest.fixture(scope="module", params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def portal_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the blocking API's portal on this backend for the test."""
+    _portal.reset()
+    _portal.configure(str(request.param))
+    yield str(request.param)
+    _portal.reset()
+    _portal.configure(None)
+
+
+def has_ipv6() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = has_ipv6()
+needs_ipv6 = pytest.mark.skipif(not HAS_IPV6, reason="IPv6 loopback is not available")
+
+
+class Peer:
+    """A stdlib server on loopback that runs ``handler(conn)`` for each client in a thread."""
+
+    def __init__(
+        self,
+        handler: Callable[[socket.socket], None],
+        family: int = socket.AF_INET,
+        clients: int = 1,
+    ) -> None:
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        self.listener = socket.create_server((host, 0), family=family)
+        self.listener.settimeout(10)
+        self.port: int = self.listener.getsockname()[1]
+        self.host = host
+        self.errors: list[BaseException] = []
+        self._handler = handler
+        self._clients = clients
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for _ in range(self._clients):
+                conn, _ = self.listener.accept()
+                with conn:
+                    conn.settimeout(10)
+                    self._handler(conn)
+        except BaseException as exc:  # reported by close()
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self._thread.join(15)
+        self.listener.close()
+        assert not self._thread.is_alive(), "peer thread did not finish"
+
+
+@contextlib.contextmanager
+def peer(
+    handler: Callable[[socket.socket], None], family: int = socket.AF_INET, clients: int = 1
+) -> Iterator[Peer]:
+    p = Peer(handler, family, clients)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def sender(*chunks: bytes, pause: float = 0.0, then_close: bool = True) -> Callable[[socket.socket], None]:
+    """A handler that sends ``chunks`` (pausing between them), then closes."""
+    import time
+
+    def handler(conn: socket.socket) -> None:
+        for chunk in chunks:
+            conn.sendall(chunk)
+            if pause:
+                time.sleep(pause)
+        if not then_close:
+            conn.recv(1)
+
+    return handler
+
+
+def resetter(*chunks: bytes) -> Callable[[socket.socket], None]:
+    """A handler that sends ``chunks`` then resets the connection (RST, SO_LINGER 0)."""
+    import struct
+    import time
+
+    def handler(conn: socket.socket) -> None:
+        for chunk in chunks:
+            conn.sendall(chunk)
+        time.sleep(0.05)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    return handler
