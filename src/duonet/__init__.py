@@ -11,6 +11,8 @@ import builtins
 from ._blocking import Socket as Socket
 from ._blocking import dial as dial
 from ._blocking import new_socket as new_socket
+from ._blocking import wrap_connected_socket as wrap_connected_socket
+from ._core._tls import wrap_socket as wrap_socket
 from ._enums import BUFFER_SIZE as BUFFER_SIZE
 from ._enums import MAX_LINE_LENGTH as MAX_LINE_LENGTH
 from ._enums import Certificate as Certificate
@@ -36,6 +38,16 @@ from ._ip import is_ip_address as is_ip_address
 from ._ip import parse_ip_address as parse_ip_address
 from ._ip import to_sock_addr as to_sock_addr
 from ._portal import configure as configure
+from ._tls import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
+from ._tls import CIPHERS_MODERN as CIPHERS_MODERN
+from ._tls import CIPHERS_OLD as CIPHERS_OLD
+from ._tls import SslAcceptResult as SslAcceptResult
+from ._tls import SslContext as SslContext
+from ._tls import SslCVerifyMode as SslCVerifyMode
+from ._tls import SslHandshakeType as SslHandshakeType
+from ._tls import SslProtVersion as SslProtVersion
+from ._tls import destroy_context as destroy_context
+from ._tls import new_context as new_context
 
 #: The builtin :class:`TimeoutError`: what every timed-out call raises.
 TimeoutError = builtins.TimeoutError
@@ -43,6 +55,18 @@ TimeoutError = builtins.TimeoutError
 __version__ = "0.1.0"
 
 __all__ = (
+    "SslContext",
+    "new_context",
+    "destroy_context",
+    "SslCVerifyMode",
+    "SslProtVersion",
+    "SslHandshakeType",
+    "SslAcceptResult",
+    "CIPHERS_INTERMEDIATE",
+    "CIPHERS_MODERN",
+    "CIPHERS_OLD",
+    "wrap_socket",
+    "wrap_connected_socket",
     "BUFFER_SIZE",
     "MAX_LINE_LENGTH",
     "BusyError",

@@ -21,11 +21,13 @@ from typing import Any, TypeVar
 from . import _portal
 from ._core._socket import AsyncSocket, _DataLike
 from ._core._socket import dial as _aio_dial
+from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
 from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
 from ._errors import BusyError
 from ._ip import IpAddress
+from ._tls import SslContext, SslHandshakeType
 
-__all__ = ("Socket", "dial", "new_socket")
+__all__ = ("Socket", "dial", "new_socket", "wrap_connected_socket")
 
 SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 T = TypeVar("T")
@@ -329,3 +331,14 @@ def dial(
 ) -> Socket:
     """Blocking :func:`duonet.aio.dial`: connect over any family, happy eyeballs."""
     return Socket._wrap(_call(_aio_dial, address, port, protocol, buffered, timeout))
+
+
+def wrap_connected_socket(
+    ctx: SslContext,
+    sock: Socket,
+    handshake: SslHandshakeType,
+    hostname: str = "",
+    timeout: float | None = None,
+) -> None:
+    """Blocking :func:`duonet.aio.wrap_connected_socket`: wrap and handshake now (STARTTLS)."""
+    sock._read(_none, _aio_wrap_connected_socket, ctx, sock.aio, handshake, hostname, timeout)

@@ -48,6 +48,14 @@ class SslError(ssl.SSLError):
     chained as ``__cause__``.
     """
 
+    def __str__(self) -> str:
+        # ssl.SSLError prints its args tuple unless strerror is set: print the message itself.
+        if isinstance(self.strerror, str):
+            return self.strerror
+        if len(self.args) == 1:
+            return str(self.args[0])
+        return super().__str__()
+
 
 class SocketClosedError(OSError):
     """The socket was closed by this program (possibly from another thread or task) before or

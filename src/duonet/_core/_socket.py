@@ -148,6 +148,8 @@ class AsyncSocket:
         self._ssl_context: SslContext | None = None
         self._tls_server_side = False
         self._tls_handshaken = False
+        self._psk_identity = ""
+        self._tls_state: Any = None  # a TLS listener's parked handshakes (_tls._ListenerState)
 
     @classmethod
     def _adopt(
@@ -907,8 +909,10 @@ class AsyncSocket:
         try:
             with _Deadline(self, timeout, "accept"):
                 if self._ssl_context is not None:
-                    from ._tls import tls_accept
+                    from ._tls import _ListenerState, tls_accept
 
+                    if self._tls_state is None:
+                        self._tls_state = _ListenerState()
                     return await tls_accept(self, flags, inheritable)
                 return await self._accept_plain(flags, inheritable)
         finally:
@@ -1020,6 +1024,8 @@ class AsyncSocket:
             from ._tls import send_close_notify
 
             send_close_notify(self)
+        if self._tls_state is not None:
+            self._tls_state.close()
         try:
             anyio.notify_closing(self._sock)
         except RuntimeError:
@@ -1031,6 +1037,8 @@ class AsyncSocket:
         """Close without an event loop (interpreter exit, fork child, garbage)."""
         if not self._closed:
             self._closed = True
+            if self._tls_state is not None:
+                self._tls_state.close()
             self._sock.close()
             self._buf.clear()
 

@@ -1,0 +1,390 @@
+"""TLS in the core: handshakes, TLS listeners, close_notify, certificate queries.
+
+Theory of operation
+-------------------
+Data flows through anyio's ``TLSStream`` layered over a :class:`RawSocketStream` of the socket.
+Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured in
+``../shared/anyio-notes.md`` §4:
+
+* a failed handshake must still send its alert to the peer (``TLSStream.wrap`` drops it, so the
+  peer would hang until TCP closes);
+* a TLS listener must run its clients' handshakes concurrently, and ``accept`` must be able to
+  return one client while others are still half-way, without losing them: a handshake here is a
+  resumable object (its ``SSLObject``, its BIOs and the bytes not yet sent survive a cancelled
+  ``await``), parked on the listener until the next ``accept`` drives it on;
+* STARTTLS: bytes the peer sent right after the upgrade command may already sit in the socket's
+  buffer; they are fed to the handshake instead of being lost.
+
+When a handshake completes, its ``SSLObject`` and BIOs become a ``TLSStream``.
+
+``close()`` sends close_notify and does not wait for the peer's (``TLSStream.aclose`` would wait
+forever for an idle peer). A peer that closes without close_notify reads as closed under
+``SAFE_DISCONN`` and as ``SslError("... truncated ...")`` without it (see ``AsyncSocket._fill``).
+"""
+
+from __future__ import annotations
+
+import collections
+import ssl
+import sys
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.streams.tls import TLSStream
+
+from .._enums import SocketFlag
+from .._errors import SslError
+from .._tls import SslContext, SslHandshakeType, ssl_error_from
+from ._io import RawSocketStream
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from ._socket import AsyncSocket
+
+__all__ = (
+    "HANDSHAKE_TIMEOUT",
+    "client_handshake",
+    "peer_certificates",
+    "psk_identity",
+    "send_close_notify",
+    "tls_accept",
+    "wrap_connected_socket",
+    "wrap_socket",
+)
+
+#: How long a TLS listener gives each client to complete its handshake (seconds). A client that
+#: takes longer is dropped (or its error raised by ``accept`` without ``SAFE_DISCONN``).
+#: ``SslContext.handshake_timeout`` overrides it per context.
+HANDSHAKE_TIMEOUT = 30.0
+
+_HANDSHAKE_ERRORS = (ssl.SSLError, OSError, anyio.EndOfStream, anyio.BrokenResourceError)
+
+
+class _Handshake:
+    """One TLS handshake on a socket; safe to cancel at any ``await`` and resume later."""
+
+    def __init__(
+        self,
+        sock: AsyncSocket,
+        ctx: SslContext,
+        server_side: bool,
+        hostname: str | None,
+        leftover: bytes = b"",
+    ) -> None:
+        self.sock = sock
+        self.ctx = ctx
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.sslobj = ctx._ssl_context_for(server_side).wrap_bio(
+            self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname
+        )
+        if leftover:
+            self.incoming.write(leftover)
+        self._unsent = b""
+        self.psk_identity = ""
+
+    async def _flush(self) -> None:
+        if self.outgoing.pending:
+            self._unsent += self.outgoing.read()
+        raw = self.sock._sock
+        while self._unsent:
+            try:
+                sent = raw.send(self._unsent)
+            except (BlockingIOError, InterruptedError):
+                await self.sock._waiter.writable()
+                continue
+            self._unsent = self._unsent[sent:]
+
+    def _flush_alert(self) -> None:
+        # Best effort, never waits: tell the peer why (an alert record) before we close.
+        data = self._unsent + self.outgoing.read()
+        self._unsent = b""
+        if data:
+            try:
+                self.sock._sock.send(data)
+            except OSError:
+                pass
+
+    async def run(self) -> None:
+        """Drive the handshake to its end; raises what the ``ssl`` module or the socket raised."""
+        raw = self.sock._sock
+        while True:
+            try:
+                with self.ctx._capture_psk_identity() as captured:
+                    self.sslobj.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._flush()
+                try:
+                    data = raw.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    await self.sock._waiter.readable()
+                    continue
+                if data:
+                    self.incoming.write(data)
+                else:
+                    self.incoming.write_eof()
+                continue
+            except ssl.SSLError:
+                self._flush_alert()
+                raise
+            if captured:
+                self.psk_identity = captured[-1]
+            await self._flush()
+            return
+
+    def stream(self) -> TLSStream:
+        """The ``TLSStream`` that carries the data once the handshake is done."""
+        return TLSStream(  # type: ignore[call-arg]
+            transport_stream=RawSocketStream(self.sock._sock, self.sock._waiter),
+            standard_compatible=True,
+            _ssl_object=self.sslobj,
+            _read_bio=self.incoming,
+            _write_bio=self.outgoing,
+        )
+
+    def install(self) -> None:
+        """Make the socket a TLS socket over this completed handshake."""
+        sock = self.sock
+        sock._tls = self.stream()
+        sock._tls_handshaken = True
+        sock._psk_identity = self.psk_identity
+
+
+def _as_core(sock: Any) -> AsyncSocket:
+    core = getattr(sock, "_aio", sock)  # a blocking Socket holds its AsyncSocket
+    from ._socket import AsyncSocket
+
+    if not isinstance(core, AsyncSocket):
+        raise TypeError(f"expected a duonet socket, got {type(sock).__name__}")
+    return core
+
+
+def wrap_socket(ctx: SslContext, sock: Any) -> None:
+    """Make ``sock`` (blocking or async, not yet connected) a TLS socket.
+
+    No handshake happens now: a client handshakes in ``connect`` (SNI and verification against
+    the host given there); a listening socket hands out clients from ``accept`` whose handshake is
+    done. For a socket that is already connected, use :func:`wrap_connected_socket`.
+
+    Raises:
+        SslError: the socket is already wrapped, or already connected.
+    """
+    core = _as_core(sock)
+    if not isinstance(ctx, SslContext):
+        raise TypeError(f"expected an SslContext, got {type(ctx).__name__}")
+    if core._ssl_context is not None:
+        raise SslError(f"socket {core._describe()} is already wrapped with TLS")
+    if core._peer and not core._listening:
+        raise SslError(
+            f"socket {core._describe()} is already connected: use wrap_connected_socket, which "
+            "handshakes now"
+        )
+    core._ssl_context = ctx
+
+
+async def wrap_connected_socket(
+    ctx: SslContext,
+    sock: Any,
+    handshake: SslHandshakeType,
+    hostname: str = "",
+    timeout: float | None = None,
+) -> None:
+    """Wrap a connected socket with TLS and handshake now (STARTTLS).
+
+    ``handshake`` says which side this is. On the client side, ``hostname`` is sent as SNI and
+    the server's certificate is verified against it (unless the context verifies nothing). Bytes
+    already received but not read (the start of the peer's handshake, say) are used, not lost.
+
+    Raises:
+        SslError: the handshake failed (the reason and the peer are in the message).
+        TimeoutError: it took longer than ``timeout``.
+    """
+    from ._socket import _Deadline
+
+    core = _as_core(sock)
+    if core._ssl_context is not None:
+        raise SslError(f"socket {core._describe()} is already wrapped with TLS")
+    core._check_open()
+    server_side = handshake is SslHandshakeType.SERVER
+    core._begin_read()
+    try:
+        leftover = core._buf.take(len(core._buf))
+        core._ssl_context = ctx
+        core._tls_server_side = server_side
+        peer_name = None if server_side else (hostname or None)
+        state = _Handshake(core, ctx, server_side, peer_name, leftover)
+        with _Deadline(core, timeout, "TLS handshake"):
+            try:
+                await state.run()
+            except _HANDSHAKE_ERRORS as exc:
+                raise ssl_error_from(exc, core._describe()) from exc
+        state.install()
+    finally:
+        core._reading = False
+
+
+async def client_handshake(core: AsyncSocket, host: str) -> None:
+    """The client handshake of a wrapped socket, run by ``connect`` inside its deadline."""
+    assert core._ssl_context is not None
+    state = _Handshake(core, core._ssl_context, False, host or None)
+    try:
+        await state.run()
+    except _HANDSHAKE_ERRORS as exc:
+        raise ssl_error_from(exc, core._describe()) from exc
+    state.install()
+
+
+class _Pending:
+    """A client accepted by a TLS listener whose handshake is not finished yet."""
+
+    __slots__ = ("address", "client", "deadline", "handshake")
+
+    def __init__(self, client: AsyncSocket, address: str, handshake: _Handshake, deadline: float):
+        self.client = client
+        self.address = address
+        self.handshake = handshake
+        self.deadline = deadline
+
+
+class _ListenerState:
+    """What a TLS listener keeps between ``accept`` calls."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Pending] = []
+        self.ready: collections.deque[tuple[AsyncSocket, str] | BaseException] = collections.deque()
+
+    def close(self) -> None:
+        for item in self.pending:
+            item.client._close_now()
+        for ready in self.ready:
+            if not isinstance(ready, BaseException):
+                ready[0]._close_now()
+        self.pending.clear()
+        self.ready.clear()
+
+
+async def tls_accept(
+    listener: AsyncSocket, flags: SocketFlag, inheritable: bool
+) -> tuple[AsyncSocket, str]:
+    """Accept on a TLS listener: the next client whose handshake completed.
+
+    Handshakes run concurrently while ``accept`` waits; one that stalls delays nobody. A client
+    whose handshake fails or times out is closed and skipped under ``SAFE_DISCONN``; without it,
+    its ``SslError`` is raised. Handshakes still under way when ``accept`` returns (or times out)
+    are kept and driven on by the next ``accept``: no client is lost.
+    """
+    state: _ListenerState = listener._tls_state
+    while not state.ready:
+        await _drive_handshakes(listener, state, flags, inheritable)
+    item = state.ready.popleft()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+async def _drive_handshakes(
+    listener: AsyncSocket, state: _ListenerState, flags: SocketFlag, inheritable: bool
+) -> None:
+    ctx = listener._ssl_context
+    assert ctx is not None
+    limit = float(getattr(ctx, "handshake_timeout", HANDSHAKE_TIMEOUT))
+
+    async def drive(item: _Pending) -> None:
+        error: BaseException | None = None
+        with anyio.CancelScope(deadline=item.deadline) as scope:
+            try:
+                await item.handshake.run()
+            except _HANDSHAKE_ERRORS as exc:
+                error = ssl_error_from(exc, item.client._describe())
+                error.__cause__ = exc
+        if scope.cancelled_caught:
+            error = SslError(
+                f"TLS handshake with {item.client._describe()} timed out after {limit:g} s"
+            )
+        state.pending.remove(item)
+        if error is None:
+            item.handshake.install()
+            state.ready.append((item.client, item.address))
+        else:
+            item.client._close_now()
+            if SocketFlag.SAFE_DISCONN in flags:
+                return
+            state.ready.append(error)
+        tg.cancel_scope.cancel()
+
+    async def acceptor() -> None:
+        while True:
+            client, address = await listener._accept_plain(flags, inheritable)
+            client._ssl_context = ctx
+            client._tls_server_side = True
+            try:
+                handshake = _Handshake(client, ctx, True, None)
+            except ssl.SSLError as exc:
+                client._close_now()
+                raise ssl_error_from(exc, client._describe()) from exc
+            item = _Pending(client, address, handshake, anyio.current_time() + limit)
+            state.pending.append(item)
+            tg.start_soon(drive, item)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for item in list(state.pending):
+                tg.start_soon(drive, item)
+            tg.start_soon(acceptor)
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    # The acceptor is the only task that can fail (drive() catches its errors): unwrap it.
+    errors = group.exceptions
+    while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+        errors = errors[0].exceptions
+    return errors[0] if len(errors) == 1 else group
+
+
+def send_close_notify(core: AsyncSocket) -> None:
+    """Queue and send our close_notify without waiting for the peer's (best effort)."""
+    tls = core._tls
+    if tls is None:
+        return
+    sslobj: ssl.SSLObject = tls._ssl_object
+    try:
+        sslobj.unwrap()
+    except (ssl.SSLError, ValueError):
+        pass  # SSLWantReadError: ours is queued; the peer's is not awaited
+    data = tls._write_bio.read()
+    if data:
+        try:
+            core._sock.send(data)
+        except OSError:
+            pass
+
+
+def peer_certificates(core: AsyncSocket) -> list[bytes]:
+    """DER certificates of the peer, leaf first (the verified chain on Python >= 3.13)."""
+    tls = core._tls
+    if tls is None:
+        return []
+    sslobj: ssl.SSLObject = tls._ssl_object
+    if sys.version_info >= (3, 13):
+        chain = sslobj.get_verified_chain()
+        if chain:
+            return [_der(cert) for cert in chain]
+    leaf = sslobj.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+def _der(cert: Any) -> bytes:
+    if isinstance(cert, (bytes, bytearray)):
+        return bytes(cert)
+    return bytes(cert.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
+
+
+def psk_identity(core: AsyncSocket) -> str:
+    """The PSK identity the client sent (server side), ``""`` if none."""
+    if core._ssl_context is None:
+        raise SslError("Socket is not an SSL socket.")
+    return core._psk_identity

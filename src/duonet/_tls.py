@@ -1,0 +1,783 @@
+"""TLS contexts: Nim's ``newContext`` and friends, over one ``ssl.SSLContext`` (no sockets here).
+
+Theory of operation
+-------------------
+Nim builds one OpenSSL ``SSL_CTX`` with ``TLS_method()`` and uses it for both roles: a client
+``connect`` and a server ``accept`` share it. duonet does the same with one ``ssl.SSLContext``
+made with the generic ``ssl.PROTOCOL_TLS``. CPython's non-deprecated alternatives,
+``PROTOCOL_TLS_CLIENT`` and ``PROTOCOL_TLS_SERVER``, each refuse the other role ("Cannot create a
+server socket with a PROTOCOL_TLS_CLIENT context"), and two twin contexts could not both follow
+what a user changes through ``ctx.context`` (a later ``load_verify_locations`` or
+``load_cert_chain`` would reach only one of them). ``PROTOCOL_TLS`` has been deprecated since
+Python 3.10 but still works on every supported version; :func:`new_context` silences exactly that
+one warning while constructing (``warnings.catch_warnings``, under a lock against concurrent
+``new_context`` calls), so a program that runs with warnings as errors is not affected. The one
+caveat: ``catch_warnings`` swaps process-wide state, so a warning filter that another thread
+installs during those microseconds is lost.
+
+Verification with one context for both roles (``SslCVerifyMode.PEER``):
+
+* ``verify_mode = ssl.CERT_OPTIONAL`` and ``check_hostname = True``.
+* Client role: OpenSSL ignores ``SSL_VERIFY_FAIL_IF_NO_PEER_CERT`` on a client, so
+  ``CERT_OPTIONAL`` there means the same as ``CERT_REQUIRED`` (the ``ssl`` documentation says so):
+  the server's chain must verify. With ``server_hostname`` given to ``wrap_bio`` /
+  ``wrap_socket``, the name is checked too (an IP literal against the certificate's IP SANs, and
+  no SNI is sent for it). Without a ``server_hostname`` only the chain is checked.
+* Server role: ``CERT_OPTIONAL`` asks the client for a certificate and verifies one that is sent,
+  but lets a client without one in (Nim's ``SSL_VERIFY_PEER`` without ``FAIL_IF_NO_PEER_CERT``).
+  ``ctx.context.verify_mode = ssl.CERT_REQUIRED`` makes the server require one; the client role
+  does not change.
+
+``SslCVerifyMode.NONE`` sets ``check_hostname = False`` and ``verify_mode = ssl.CERT_NONE``:
+nothing is checked in either role.
+
+What the async core does with a context: ``ctx._ssl_context_for(server_side)`` (today always
+``ctx.context``) wrapped with ``server_side=True`` and no ``server_hostname`` on the server side,
+and with ``server_side=False`` and ``server_hostname=hostname or None`` on the client side. Every
+exception out of a handshake, read or write goes through :func:`ssl_error_from`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import operator
+import os
+import re
+import ssl
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Final
+
+import anyio
+import certifi
+
+from ._errors import SslError
+
+__all__ = (
+    "CIPHERS_INTERMEDIATE",
+    "CIPHERS_MODERN",
+    "CIPHERS_OLD",
+    "SslAcceptResult",
+    "SslCVerifyMode",
+    "SslClientGetPskFunc",
+    "SslContext",
+    "SslHandshakeType",
+    "SslProtVersion",
+    "SslServerGetPskFunc",
+    "destroy_context",
+    "new_context",
+    "ssl_error_from",
+)
+
+# Mozilla server-side TLS guidelines 5.4, as Nim's ssl_config.nim (generated 2020-06-03).
+#: TLS 1.3 ciphersuites for "modern" compatibility: the default ``ciphersuites``.
+CIPHERS_MODERN: Final = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#: Ciphers for "intermediate" compatibility: the default ``cipher_list``.
+CIPHERS_INTERMEDIATE: Final = (
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
+)
+#: Ciphers for "old" compatibility (TLS 1.2 remains the floor whatever the list allows).
+CIPHERS_OLD: Final = (
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES128-SHA:"
+    "ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+    "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA256:DHE-RSA-AES256-SHA256:"
+    "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256:AES128-SHA:AES256-SHA:"
+    "DES-CBC3-SHA"
+)
+
+#: ``f(hint)`` gives ``(identity, psk)``: the client's PSK function (Nim's ``SslClientGetPskFunc``).
+SslClientGetPskFunc = Callable[[str | None], tuple[str, bytes]]
+#: ``g(identity)`` gives the PSK, ``b""`` to reject: the server's (Nim's ``SslServerGetPskFunc``).
+SslServerGetPskFunc = Callable[[str], bytes]
+
+_PSK_UNSUPPORTED: Final = "PSK needs Python >= 3.13 (ssl.SSLContext.set_psk_client_callback)"
+_MAX_SID_CTX_LENGTH: Final = 32  # OpenSSL's SSL_MAX_SID_CTX_LENGTH
+_NO_CA_FOUND: Final = "No SSL/TLS CA certificates found."
+
+# Every TLS 1.3 ciphersuite OpenSSL knows by name (RFC 8446 B.4, RFC 9150).
+_TLS13_SUITES: Final = frozenset(
+    {
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_AES_128_CCM_SHA256",
+        "TLS_AES_128_CCM_8_SHA256",
+        "TLS_SHA256_SHA256",
+        "TLS_SHA384_SHA384",
+    }
+)
+
+# warnings.catch_warnings swaps process-wide state: serialise our own uses of it.
+_construct_lock = threading.Lock()
+
+# The list that server PSK callbacks append the client's identity to, while the core runs one
+# handshake step inside SslContext._capture_psk_identity() (do_handshake calls the callback
+# synchronously, in the caller's thread and context).
+_psk_identities: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "duonet_psk_identities", default=None
+)
+
+
+class SslCVerifyMode(enum.Enum):
+    """What a context verifies (Nim's ``SslCVerifyMode``).
+
+    ``PEER`` checks the peer's chain and, on a client, the host name; a server requests a client
+    certificate without requiring one. ``PEER_USE_ENV_VARS`` is ``PEER`` whose default CAs come
+    from ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set. ``NONE`` checks nothing.
+    """
+
+    NONE = 0
+    PEER = 1
+    PEER_USE_ENV_VARS = 2
+
+
+class SslProtVersion(enum.Enum):
+    """The protocol asked of :func:`new_context` (Nim's ``SslProtVersion``).
+
+    ``TLSV1`` and ``SSLV23`` both give TLS 1.2 or newer; ``SSLV2`` and ``SSLV3`` are refused.
+    """
+
+    SSLV2 = 0
+    SSLV3 = 1
+    TLSV1 = 2
+    SSLV23 = 3
+
+
+class SslHandshakeType(enum.Enum):
+    """The role taken by ``wrap_connected_socket`` (Nim's ``SslHandshakeType``)."""
+
+    CLIENT = 0
+    SERVER = 1
+
+
+class SslAcceptResult(enum.Enum):
+    """Nim's ``SslAcceptResult``, kept for parity (nothing in Nim or duonet returns it)."""
+
+    NO_CLIENT = 0
+    NO_HANDSHAKE = 1
+    SUCCESS = 2
+
+
+def _error(message: str) -> SslError:
+    """An :class:`SslError` whose ``str()`` is ``message``.
+
+    ``ssl.SSLError.__str__`` shows ``strerror``, or else the whole ``args`` tuple
+    (``"('message',)"``), so a one-argument ``SslError`` needs ``strerror`` set as well.
+    """
+    error = SslError(message)
+    error.strerror = message
+    return error
+
+
+class _EncryptedKeyError(Exception):
+    """Raised by the password callback: the key file wants a password we do not have."""
+
+
+class SslContext:
+    """A TLS context for both roles, client and server (Nim's ``SslContext``).
+
+    Usually made by :func:`new_context`. ``SslContext(context)`` wraps an ``ssl.SSLContext`` of
+    your own as it is; it then serves the roles its protocol allows (a ``PROTOCOL_TLS_CLIENT``
+    context cannot accept).
+
+    Args:
+        context: The ``ssl.SSLContext`` to use for every connection made with this context.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(f"expected an ssl.SSLContext, got {type(context).__name__}")
+        self._context = context
+        self._extra_data: dict[int, object] = {}
+        self._client_psk: SslClientGetPskFunc | None = None
+        self._server_psk: SslServerGetPskFunc | None = None
+        self._psk_identity_hint: str | None = None
+        self._session_id_context = ""
+        self._destroyed = False
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        """The underlying ``ssl.SSLContext``, shared by the client and the server role.
+
+        Changes made to it apply to every later connection, in the role they concern:
+        ``load_verify_locations`` adds trusted CAs (for checking servers and clients alike),
+        ``load_cert_chain`` sets the certificate this side presents, and
+        ``verify_mode = ssl.CERT_REQUIRED`` makes a server require a client certificate (a client
+        verifies the server's chain under ``CERT_OPTIONAL`` and ``CERT_REQUIRED`` alike).
+        """
+        return self._context
+
+    def _ssl_context_for(self, server_side: bool) -> ssl.SSLContext:
+        """The ``ssl.SSLContext`` the core wraps a connection with, in either role.
+
+        Both roles share :attr:`context`. Wrap it with ``server_side=True`` and no
+        ``server_hostname`` on a server, with ``server_side=False`` and
+        ``server_hostname=hostname or None`` on a client (an empty host name checks the chain
+        only).
+        """
+        del server_side  # one context serves both roles
+        return self._context
+
+    # -- extra data (Nim's getExtraData / setExtraData) ------------------------------------
+
+    def get_extra_data(self, index: int) -> object:
+        """Return the data stored under ``index`` by :meth:`set_extra_data`.
+
+        Raises:
+            SslError: Nothing is stored under ``index``.
+        """
+        index = operator.index(index)
+        try:
+            return self._extra_data[index]
+        except KeyError:
+            raise _error(f"No data with that index: {index}") from None
+
+    def set_extra_data(self, index: int, data: object) -> None:
+        """Store ``data`` under ``index`` (replacing what was there) until it is destroyed."""
+        self._extra_data[operator.index(index)] = data
+
+    # -- PSK (Python >= 3.13) --------------------------------------------------------------
+
+    @property
+    def client_get_psk_func(self) -> SslClientGetPskFunc | None:
+        """The client's PSK function: ``f(hint: str | None) -> (identity: str, psk: bytes)``.
+
+        ``hint`` is the server's identity hint, ``None`` when it sent none (always under TLS 1.3).
+        Setting ``None`` removes the function. An exception raised by the function aborts the
+        handshake; Python reports it through ``sys.unraisablehook``.
+
+        Raises:
+            NotImplementedError: On setting a function on Python older than 3.13.
+        """
+        return self._client_psk
+
+    @client_get_psk_func.setter
+    def client_get_psk_func(self, func: SslClientGetPskFunc | None) -> None:
+        if func is not None and sys.version_info < (3, 13):
+            raise NotImplementedError(_PSK_UNSUPPORTED)
+        self._client_psk = func
+        self._install_client_psk()
+
+    @property
+    def server_get_psk_func(self) -> SslServerGetPskFunc | None:
+        """The server's PSK function: ``g(identity: str) -> bytes``; ``b""`` rejects the client.
+
+        Setting ``None`` removes the function. An exception raised by the function aborts the
+        handshake; Python reports it through ``sys.unraisablehook``.
+
+        Raises:
+            NotImplementedError: On setting a function on Python older than 3.13.
+        """
+        return self._server_psk
+
+    @server_get_psk_func.setter
+    def server_get_psk_func(self, func: SslServerGetPskFunc | None) -> None:
+        if func is not None and sys.version_info < (3, 13):
+            raise NotImplementedError(_PSK_UNSUPPORTED)
+        self._server_psk = func
+        self._install_server_psk()
+
+    @property
+    def psk_identity_hint(self) -> str | None:
+        """The identity hint a server sends to PSK clients (TLS 1.2 only; TLS 1.3 sends none).
+
+        It may be set before or after :attr:`server_get_psk_func`; it takes effect with the
+        server's PSK function (so on Python 3.13 or newer). ``None`` sends no hint.
+        """
+        return self._psk_identity_hint
+
+    @psk_identity_hint.setter
+    def psk_identity_hint(self, hint: str | None) -> None:
+        if hint is not None and not isinstance(hint, str):
+            raise TypeError(f"psk_identity_hint must be a str or None, not {type(hint).__name__}")
+        self._psk_identity_hint = hint
+        self._install_server_psk()
+
+    def _install_client_psk(self) -> None:
+        if sys.version_info >= (3, 13):
+            func = self._client_psk
+            if func is None:
+                self._context.set_psk_client_callback(None)
+                return
+
+            def client_callback(hint: str | None) -> tuple[str | None, bytes]:
+                identity, psk = func(hint)
+                return identity, _psk_bytes(psk)
+
+            self._context.set_psk_client_callback(client_callback)
+
+    def _install_server_psk(self) -> None:
+        if sys.version_info >= (3, 13):
+            func = self._server_psk
+            if func is None:
+                self._context.set_psk_server_callback(None)
+                return
+
+            def server_callback(identity: str | None) -> bytes:
+                captured = _psk_identities.get()
+                if captured is not None:
+                    captured.append(identity or "")
+                return _psk_bytes(func(identity or ""))
+
+            self._context.set_psk_server_callback(server_callback, self._psk_identity_hint)
+
+    @contextlib.contextmanager
+    def _capture_psk_identity(self) -> Iterator[list[str]]:
+        """For the core: collect the PSK identities clients send during the ``with`` body.
+
+        Wrap each ``do_handshake()`` call of a server-side handshake in it; after the handshake
+        the last item (if any) is the identity the client sent (``get_psk_identity``). Without
+        a server PSK function, or before Python 3.13, the list stays empty.
+        """
+        captured: list[str] = []
+        token = _psk_identities.set(captured)
+        try:
+            yield captured
+        finally:
+            _psk_identities.reset(token)
+
+    # -- session id context ----------------------------------------------------------------
+
+    @property
+    def session_id_context(self) -> str:
+        """The session id context (Nim's ``sessionIdContext=``), at most 32 characters.
+
+        Honestly: CPython's ``ssl`` module sets a fixed session id context (``"Python"``) on every
+        ``ssl.SSLContext`` and has no way to change it, so duonet checks and records the value
+        (it reads back as set) but OpenSSL never sees it. That changes nothing in practice:
+        CPython keeps a server's session cache and ticket keys per ``ssl.SSLContext``, so a
+        session is only ever resumed on the context that made it, which is what distinct session
+        id contexts exist to ensure.
+
+        Raises:
+            SslError: On setting a value longer than 32 characters (32 bytes in UTF-8).
+        """
+        return self._session_id_context
+
+    @session_id_context.setter
+    def session_id_context(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"session_id_context must be a str, not {type(value).__name__}")
+        size = len(value.encode("utf-8"))
+        if size > _MAX_SID_CTX_LENGTH:
+            raise _error(
+                f"session_id_context must be at most {_MAX_SID_CTX_LENGTH} characters "
+                f"(bytes in UTF-8), got {size}"
+            )
+        self._session_id_context = value
+
+    def __repr__(self) -> str:
+        ctx = self._context
+        parts = [
+            f"verify_mode={ctx.verify_mode.name}",
+            f"check_hostname={ctx.check_hostname}",
+            f"minimum_version={ctx.minimum_version.name}",
+        ]
+        if self._client_psk is not None or self._server_psk is not None:
+            parts.append("psk")
+        if self._destroyed:
+            parts.append("destroyed")
+        return f"<SslContext {' '.join(parts)}>"
+
+
+def _psk_bytes(psk: object) -> bytes:
+    if isinstance(psk, str):  # Nim's PSKs are strings; accept them as UTF-8
+        return psk.encode("utf-8")
+    if isinstance(psk, (bytes, bytearray, memoryview)):
+        return bytes(psk)
+    raise TypeError(f"a PSK function must return bytes, not {type(psk).__name__}")
+
+
+def destroy_context(ctx: SslContext) -> None:
+    """Release a context (Nim's ``destroyContext``): drop its extra data and PSK functions.
+
+    Calling it twice is harmless. Sockets already wrapped keep working; wrap no new ones.
+    """
+    ctx._extra_data.clear()
+    if ctx._client_psk is not None:
+        ctx.client_get_psk_func = None
+    if ctx._server_psk is not None:
+        ctx.server_get_psk_func = None
+    ctx._destroyed = True
+
+
+# -- new_context ---------------------------------------------------------------------------
+
+
+def _generic_tls_context() -> ssl.SSLContext:
+    """A fresh ``ssl.SSLContext`` for both roles (OpenSSL's ``TLS_method()``), warning-free."""
+    with _construct_lock, warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"ssl\.PROTOCOL_TLS is deprecated", category=DeprecationWarning
+        )
+        return ssl.SSLContext(ssl.PROTOCOL_TLS)
+
+
+def _words(exc: BaseException) -> str:
+    """An ``ssl.SSLError``'s text without the ``[LIB: REASON]`` prefix and ``(_ssl.c:N)`` tail."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+    return text or type(exc).__name__
+
+
+def _set_ciphers(context: ssl.SSLContext, cipher_list: str) -> None:
+    level = context.security_level
+    try:
+        context.set_ciphers(cipher_list)
+    except ssl.SSLError as exc:
+        raise _error(f"Invalid cipher_list {cipher_list!r}: {_words(exc)}") from exc
+    # A list without "@SECLEVEL" resets OpenSSL's security level to its build default: keep the
+    # (higher) level CPython chose, as Nim's OpenSSL would have by default.
+    if context.security_level < level and "@SECLEVEL" not in cipher_list.upper():
+        context.set_ciphers(f"{cipher_list}:@SECLEVEL={level}")
+
+
+def _apply_ciphersuites(context: ssl.SSLContext, ciphersuites: str) -> None:
+    """Honour ``ciphersuites`` as far as CPython allows, and refuse what it cannot do.
+
+    CPython has no ``SSL_CTX_set_ciphersuites``: TLS 1.3 always offers the runtime's default
+    suites (OpenSSL's: exactly the three of ``CIPHERS_MODERN``). So: unknown names are an error;
+    ``""`` disables TLS 1.3 (as in OpenSSL), which ``maximum_version`` can do; a list that leaves
+    out an enabled suite is an error (duonet never offers a suite the caller excluded); a list
+    naming extra suites is accepted, the extras are not offered.
+    """
+    names = [name.strip() for name in ciphersuites.split(":") if name.strip()]
+    unknown = [name for name in names if name not in _TLS13_SUITES]
+    if unknown:
+        raise _error(
+            f"Invalid ciphersuites {ciphersuites!r}: unknown TLS 1.3 ciphersuite(s) "
+            f"{', '.join(unknown)}"
+        )
+    if not names:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        return
+    enabled = {c["name"] for c in context.get_ciphers() if c.get("protocol") == "TLSv1.3"}
+    excluded = sorted(enabled - set(names))
+    if excluded:
+        raise _error(
+            f"ciphersuites {ciphersuites!r} cannot be honoured: Python's ssl module cannot "
+            f"restrict TLS 1.3 ciphersuites and always offers {', '.join(sorted(enabled))}; "
+            f"include {', '.join(excluded)} (CIPHERS_MODERN does), or pass '' to disable TLS 1.3"
+        )
+
+
+def _load_certificates(context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    """Nim's ``loadCertificates``: both files must exist before anything is loaded."""
+    if cert_file and not os.path.exists(cert_file):
+        raise _error(f"Certificate file could not be found: {cert_file}")
+    if key_file and not os.path.exists(key_file):
+        raise _error(f"Key file could not be found: {key_file}")
+    if not cert_file:
+        if key_file:
+            raise _error(f"Key file {key_file!r} given without a certificate file (cert_file)")
+        return
+
+    def no_password() -> bytes:
+        raise _EncryptedKeyError
+
+    what = f"certificate file {cert_file!r} with key file {key_file or cert_file!r}"
+    try:
+        context.load_cert_chain(cert_file, key_file or None, password=no_password)
+    except _EncryptedKeyError:
+        raise _error(
+            f"Could not load {what}: the key is encrypted (load it with "
+            f"ctx.context.load_cert_chain(..., password=...))"
+        ) from None
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "reason", None)
+        if reason == "KEY_VALUES_MISMATCH":
+            detail = "the private key does not match the certificate (key values mismatch)"
+        elif "PEM lib" in str(exc):
+            detail = "not a PEM certificate and private key (PEM lib)"
+        else:
+            detail = _words(exc)
+        raise _error(f"Could not load {what}: {detail}") from exc
+    except OSError as exc:
+        raise _error(f"Could not load {what}: {exc.strerror or exc}") from exc
+
+
+def _load_ca_locations(context: ssl.SSLContext, ca_file: str, ca_dir: str) -> None:
+    where = ", ".join(
+        f"{name}={value!r}" for name, value in (("ca_file", ca_file), ("ca_dir", ca_dir)) if value
+    )
+    prefix = f"Failed to load SSL/TLS CA certificate(s) from {where}"
+    if ca_dir and not os.path.isdir(ca_dir):
+        raise _error(f"{prefix}: ca_dir is not a directory")
+    try:
+        context.load_verify_locations(cafile=ca_file or None, capath=ca_dir or None)
+    except ssl.SSLError as exc:
+        raise _error(f"{prefix}: {_words(exc)}") from exc
+    except OSError as exc:
+        raise _error(f"{prefix}: {exc.strerror or exc}") from exc
+
+
+def _load_env_cas(context: ssl.SSLContext) -> bool:
+    """Load ``SSL_CERT_FILE`` and/or ``SSL_CERT_DIR`` if set; False if neither is set.
+
+    A set ``SSL_CERT_FILE`` must load (Nim: that file and no fallback). ``SSL_CERT_DIR`` is used
+    as OpenSSL's hashed ``capath`` if it holds ``c_rehash`` links, else each file in it that
+    parses is loaded (Nim's way); it must yield something unless ``SSL_CERT_FILE`` did.
+    """
+    cert_file = os.environ.get("SSL_CERT_FILE", "")
+    cert_dir = os.environ.get("SSL_CERT_DIR", "")
+    if not cert_file and not cert_dir:
+        return False
+    if cert_file:
+        try:
+            context.load_verify_locations(cafile=cert_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise _error(
+                f"{_NO_CA_FOUND} SSL_CERT_FILE={cert_file!r} could not be loaded: {_words(exc)}"
+            ) from exc
+    if cert_dir:
+        entries = sorted(os.listdir(cert_dir)) if os.path.isdir(cert_dir) else []
+        loaded = 0
+        if any(re.fullmatch(r"[0-9a-f]{8}\.\d+", name) for name in entries):
+            context.load_verify_locations(capath=cert_dir)  # OpenSSL looks certificates up lazily
+            loaded = 1
+        else:
+            for name in entries:
+                path = os.path.join(cert_dir, name)
+                if os.path.isfile(path):
+                    try:
+                        context.load_verify_locations(cafile=path)
+                    except (ssl.SSLError, OSError):
+                        continue
+                    loaded += 1
+        if not loaded and not cert_file:
+            raise _error(f"{_NO_CA_FOUND} SSL_CERT_DIR={cert_dir!r} holds no CA certificates")
+    return True
+
+
+def new_context(
+    prot_version: SslProtVersion = SslProtVersion.SSLV23,
+    verify_mode: SslCVerifyMode = SslCVerifyMode.PEER,
+    cert_file: str | os.PathLike[str] = "",
+    key_file: str | os.PathLike[str] = "",
+    cipher_list: str = CIPHERS_INTERMEDIATE,
+    ca_dir: str | os.PathLike[str] = "",
+    ca_file: str | os.PathLike[str] = "",
+    ciphersuites: str = CIPHERS_MODERN,
+) -> SslContext:
+    """Create a TLS context for clients and servers alike (Nim's ``newContext``).
+
+    The context allows TLS 1.2 and 1.3 only, whatever ``prot_version`` asks; TLS compression and
+    renegotiation are off; a peer that closes without close_notify is reported (truncation is
+    detectable).
+
+    Args:
+        prot_version: ``SSLV23`` (the default) or ``TLSV1``: both mean TLS 1.2 or newer.
+        verify_mode: ``PEER`` (the default) verifies the peer: the chain, and on a client the
+            host name or IP address given to ``connect`` / ``wrap_connected_socket``; a server
+            requests a client certificate and verifies one that is sent, but does not require one
+            (set ``ctx.context.verify_mode = ssl.CERT_REQUIRED`` for that). ``PEER_USE_ENV_VARS``
+            also takes its default CAs from ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set.
+            ``NONE`` checks nothing (neither the chain nor the name).
+        cert_file: This side's certificate (PEM, a full chain allowed), e.g. a server's.
+        key_file: Its private key (PEM, unencrypted); ``""`` means it is in ``cert_file``.
+        cipher_list: OpenSSL cipher string for TLS 1.2 (TLS 1.3 names in it are ignored).
+        ca_dir: A directory of hashed CA certificates (``c_rehash``) to trust instead of the
+            default CAs.
+        ca_file: A PEM file of CA certificates to trust instead of the default CAs.
+        ciphersuites: TLS 1.3 ciphersuites. CPython cannot choose them: TLS 1.3 always offers the
+            runtime's defaults, which on OpenSSL are those of ``CIPHERS_MODERN`` (in OpenSSL's
+            order). ``""`` disables TLS 1.3. See Raises for lists that cannot be honoured.
+
+    The default CAs, used unless ``ca_file`` or ``ca_dir`` is given, are certifi's bundle; under
+    ``PEER_USE_ENV_VARS`` those of ``SSL_CERT_FILE`` (a PEM file) and ``SSL_CERT_DIR`` (hashed or
+    plain PEM files) instead, when set. ``NONE`` loads no default CAs.
+
+    Returns:
+        The new :class:`SslContext`; its ``.context`` is the ``ssl.SSLContext``.
+
+    Raises:
+        SslError: ``SSLV2``/``SSLV3`` ("no longer secure"); ``cert_file`` or ``key_file`` missing
+            ("... could not be found: <file>"), unreadable, not PEM, encrypted or not matching
+            each other (naming both files and the reason); ``ca_file``/``ca_dir`` unusable
+            (naming them); no usable CA certificates from ``SSL_CERT_FILE``/``SSL_CERT_DIR``
+            ("No SSL/TLS CA certificates found."); an invalid ``cipher_list`` (naming it); a
+            ``ciphersuites`` list with an unknown name, or leaving out a suite this runtime
+            offers anyway (duonet will not silently offer a suite you excluded).
+        TypeError: ``prot_version`` or ``verify_mode`` is not a member of its enum.
+    """
+    if not isinstance(prot_version, SslProtVersion):
+        raise TypeError(f"prot_version must be an SslProtVersion, not {prot_version!r}")
+    if not isinstance(verify_mode, SslCVerifyMode):
+        raise TypeError(f"verify_mode must be an SslCVerifyMode, not {verify_mode!r}")
+    if prot_version in (SslProtVersion.SSLV2, SslProtVersion.SSLV3):
+        name = "SSLv2" if prot_version is SslProtVersion.SSLV2 else "SSLv3"
+        raise _error(
+            f"{name} is no longer secure and is not supported: use SslProtVersion.SSLV23 "
+            f"(TLS 1.2 or newer)"
+        )
+    cert_path, key_path = os.fspath(cert_file), os.fspath(key_file)
+    ca_dir_path, ca_file_path = os.fspath(ca_dir), os.fspath(ca_file)
+
+    context = _generic_tls_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    # Python 3.10+ may set OP_IGNORE_UNEXPECTED_EOF (OpenSSL 3): a peer closing without
+    # close_notify would then read as a clean EOF and truncation attacks would go unnoticed.
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    _set_ciphers(context, cipher_list)
+    if ssl.HAS_TLSv1_3:
+        _apply_ciphersuites(context, ciphersuites)
+
+    if verify_mode is SslCVerifyMode.NONE:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        # CERT_OPTIONAL: a client still fails on a bad server chain (OpenSSL ignores
+        # FAIL_IF_NO_PEER_CERT on clients); a server asks for, but does not require, a client
+        # certificate. check_hostname applies to the client role only.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.check_hostname = True
+
+    _load_certificates(context, cert_path, key_path)
+
+    if ca_file_path or ca_dir_path:
+        _load_ca_locations(context, ca_file_path, ca_dir_path)
+    elif verify_mode is SslCVerifyMode.PEER_USE_ENV_VARS and _load_env_cas(context):
+        pass
+    elif verify_mode is not SslCVerifyMode.NONE:  # as Nim, NONE loads no default CAs
+        try:
+            context.load_verify_locations(cafile=certifi.where())
+        except (ssl.SSLError, OSError) as exc:
+            raise _error(f"{_NO_CA_FOUND} certifi's bundle: {_words(exc)}") from exc
+    return SslContext(context)
+
+
+# -- error translation ---------------------------------------------------------------------
+
+# Hints added to OpenSSL's verification messages (X509_V_ERR_* codes).
+_VERIFY_HINTS: Final = {
+    2: "unknown CA",  # unable to get issuer certificate
+    19: "unknown CA",  # self-signed certificate in certificate chain
+    20: "unknown CA",  # unable to get local issuer certificate
+    21: "unknown CA",  # unable to verify the first certificate
+}
+_HOSTNAME_MISMATCH: Final = 62
+_IP_ADDRESS_MISMATCH: Final = 64
+
+# OpenSSL reasons, in words.
+_REASONS: Final = {
+    "UNSUPPORTED_PROTOCOL": "unsupported protocol version",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "unsupported protocol version (the peer refused ours)",
+    "WRONG_VERSION_NUMBER": "wrong version number (is the peer speaking TLS?)",
+    "HTTP_REQUEST": "the peer sent a plain HTTP request",
+    "NO_SHARED_CIPHER": "no shared cipher",
+    "NO_CIPHERS_AVAILABLE": "no ciphers available",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the peer aborted the handshake (handshake failure alert)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer rejected our certificate (bad certificate alert)",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer says our certificate has expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer rejected our certificate (certificate unknown)",
+    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust our certificate (unknown CA alert)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a certificate and we sent none",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer sent no certificate, and one is required",
+    "PSK_IDENTITY_NOT_FOUND": "unknown PSK identity",
+    "TLSV1_ALERT_UNKNOWN_PSK_IDENTITY": "the peer does not know our PSK identity",
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no suitable signature algorithm (no certificate or PSK?)",
+}
+
+
+def _cause_of(exc: BaseException) -> BaseException:
+    """Follow ``__cause__`` (then ``__context__``) from wrappers such as anyio's
+    ``BrokenResourceError`` down to the ``ssl``/OS error that says what happened."""
+    seen: set[int] = set()
+    while not isinstance(exc, OSError) and id(exc) not in seen:
+        seen.add(id(exc))
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def _reason_in_words(exc: BaseException, handshake: bool) -> str:
+    during = "during the handshake" if handshake else "by the peer"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        message = (exc.verify_message or _words(exc)).rstrip(".")
+        if code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
+            head, _, tail = message.partition(", ")
+            if head.startswith("Hostname"):  # "Hostname mismatch" -> "hostname mismatch"
+                head = "h" + head[1:]
+            return f"{head}: {tail}" if tail else message
+        hint = _VERIFY_HINTS.get(code)
+        return f"certificate verify failed: {message}" + (f" ({hint})" if hint else "")
+    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
+    eof = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, anyio.EndOfStream))
+    if eof or reason == "UNEXPECTED_EOF_WHILE_READING":
+        if handshake:
+            return "peer closed the connection during the handshake"
+        return "peer closed the connection without close_notify (truncated)"
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLSyscallError):
+        if isinstance(reason, str) and reason in _REASONS:
+            return _REASONS[reason]
+        return _words(exc)
+    if isinstance(exc, ConnectionResetError):
+        return f"connection reset {during}"
+    if isinstance(exc, BrokenPipeError):
+        return f"connection broken (broken pipe) {during}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, anyio.BrokenResourceError):
+        return f"connection broken {during}"
+    return str(exc) or type(exc).__name__
+
+
+def ssl_error_from(exc: BaseException, peer: str, *, during: str = "handshake") -> SslError:
+    """Translate an exception met during a TLS handshake (or read/write) into an :class:`SslError`.
+
+    This is the one place where ``ssl.SSLError`` (``SSLCertVerificationError`` included),
+    ``OSError`` and anyio's ``BrokenResourceError`` / ``EndOfStream`` (whose ``__cause__`` is
+    followed) become duonet's error. The message says the reason in words and names the peer,
+    e.g. ``TLS handshake with 127.0.0.1:4433 failed: certificate verify failed: unable to get
+    local issuer certificate (unknown CA)`` or ``... failed: hostname mismatch: certificate is not
+    valid for 'wrong.example'``. The original's ``reason``, ``library``, ``verify_code`` and
+    ``verify_message`` are copied when it has them.
+
+    Args:
+        exc: The exception caught.
+        peer: The peer, as it should appear in the message (``"host:port"``; ``""`` omits it).
+        during: What was going on: ``"handshake"`` (the default), ``"read"``, ``"write"`` ...;
+            an unexpected EOF outside the handshake is reported as ``truncated``.
+
+    Returns:
+        A new :class:`SslError`, to be raised by the caller with ``raise err from exc``.
+    """
+    if isinstance(exc, SslError):
+        if isinstance(exc.strerror, str):
+            message = exc.strerror
+        elif len(exc.args) == 1 and isinstance(exc.args[0], str):
+            message = exc.args[0]
+        else:
+            message = str(exc)
+        error = _error(message)
+        _copy_attributes(exc, error)
+        return error
+    cause = _cause_of(exc)
+    reason = _reason_in_words(cause, during == "handshake")
+    where = f"TLS {during} with {peer}" if peer else f"TLS {during}"
+    error = _error(f"{where} failed: {reason}")
+    _copy_attributes(cause, error)
+    return error
+
+
+def _copy_attributes(source: BaseException, target: SslError) -> None:
+    for name in ("library", "reason", "verify_code", "verify_message"):
+        value = getattr(source, name, None)
+        if value is not None:
+            setattr(target, name, value)
