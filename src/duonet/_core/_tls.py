@@ -136,7 +136,7 @@ class _Handshake:
 
     def stream(self) -> TLSStream:
         """The ``TLSStream`` that carries the data once the handshake is done."""
-        return TLSStream(  # type: ignore[call-arg]
+        return TLSStream(
             transport_stream=RawSocketStream(self.sock._sock, self.sock._waiter),
             standard_compatible=True,
             _ssl_object=self.sslobj,
@@ -339,10 +339,11 @@ async def _drive_handshakes(
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     # The acceptor is the only task that can fail (drive() catches its errors): unwrap it.
-    errors = group.exceptions
+    errors: tuple[BaseException, ...] = tuple(group.exceptions)
     while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
-        errors = errors[0].exceptions
-    return errors[0] if len(errors) == 1 else group
+        errors = tuple(errors[0].exceptions)
+    whole: BaseException = group
+    return errors[0] if len(errors) == 1 else whole
 
 
 def send_close_notify(core: AsyncSocket) -> None:
