@@ -42,7 +42,7 @@ class Socket:
     once as long as no two threads read (or write) the same socket at the same time.
     """
 
-    __slots__ = ("__weakref__", "_aio", "_rlock", "_wlock")
+    __slots__ = ("__weakref__", "_aio", "_rlock", "_take_line", "_wlock")
 
     def __init__(
         self,
@@ -58,6 +58,7 @@ class Socket:
         self._aio = core
         self._rlock = threading.Lock()
         self._wlock = threading.Lock()
+        self._take_line = core._buf.take_line  # the core's buffer lives as long as the core
 
     @classmethod
     def _wrap(cls, core: AsyncSocket) -> Socket:
@@ -131,14 +132,24 @@ class Socket:
         max_length: int = MAX_LINE_LENGTH,
     ) -> bytes:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_line` (same semantics and errors)."""
-        return self._read(
-            self._aio._recv_line_nowait,
-            self._aio.recv_line,
-            timeout,
-            flags,
-            max_length,
-            undo=self._aio._unread_line,
-        )
+        # The hot path of line protocols, so _read() is inlined: a line already split out in
+        # the buffer is handed over with one call into the (sans-I/O) buffer.
+        lock = self._rlock
+        if not lock.acquire(False):
+            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        try:
+            if max_length > 0:
+                line = self._take_line(max_length)
+                if line is not None:
+                    return line
+            line = self._aio._recv_line_nowait(timeout, flags, max_length)
+            if line is None:
+                line = _call(
+                    self._aio.recv_line, timeout, flags, max_length, undo=self._aio._unread_line
+                )
+            return line
+        finally:
+            lock.release()
 
     def read_line(
         self,

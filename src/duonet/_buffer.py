@@ -9,9 +9,9 @@ core appends as soon as a chunk arrives and consumes only when it returns.
 
 Logically the buffer is one byte string. Physically it has two parts, in order:
 
-* ``_lines[_li:]``: lines already split out of earlier data, each stored *without* the ``\\n`` that
-  followed it (so every stored entry is followed by a ``\\n``); a stored entry may still contain
-  ``\\r`` bytes, handled when it is handed out.
+* ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
+  ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
+  followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
 * ``_raw``: a bytearray of everything after that.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
@@ -49,11 +49,11 @@ class ReadBuffer:
     Not thread-safe: exactly one call at a time may use it (the socket enforces that).
     """
 
-    __slots__ = ("_batch", "_cr", "_li", "_lines", "_raw", "_scan", "_skip_lf", "eof")
+    __slots__ = ("_batch", "_cr", "_lines", "_merged", "_raw", "_scan", "_skip_lf", "eof")
 
     def __init__(self) -> None:
-        self._lines: list[bytes] = []
-        self._li = 0
+        self._lines: list[bytes] = []  # split lines, last first
+        self._merged = False  # were split lines merged back since the last split?
         self._cr = False  # does some entry of _lines contain b"\r"?
         self._raw = bytearray()
         self._scan = 0  # _raw[:_scan] holds no terminator (valid until _raw's front changes)
@@ -83,13 +83,13 @@ class ReadBuffer:
 
     def __len__(self) -> int:
         """The number of buffered bytes."""
-        entries = len(self._lines) - self._li
-        if entries:
-            return sum(map(len, self._lines[self._li :])) + entries + len(self._raw)
+        lines = self._lines
+        if lines:
+            return sum(map(len, lines)) + len(lines) + len(self._raw)
         return len(self._raw)
 
     def __bool__(self) -> bool:
-        return self._li < len(self._lines) or bool(self._raw)
+        return bool(self._lines) or bool(self._raw)
 
     def peek(self) -> bytes:
         """A copy of every buffered byte, without consuming (for tests and diagnostics)."""
@@ -104,20 +104,15 @@ class ReadBuffer:
         Returns ``None`` when no complete line (and no full ``max_length`` piece) is buffered yet;
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
-        li = self._li
         lines = self._lines
-        if li < len(lines):
-            line = lines[li]
-            if not self._cr:  # the fast path: a batch with no \r in it
-                if len(line) <= max_length:
-                    li += 1
-                    self._li = li
-                    if li == len(lines):
-                        self._batch_consumed()
-                    return line or EMPTY_LINE
-                lines[li] = line[max_length:]
+        if lines:
+            if self._cr:
+                return self._take_stored_cr_line(max_length)
+            line = lines.pop()  # the fast path: a batch with no \r in it
+            if len(line) > max_length:
+                lines.append(line[max_length:])
                 return line[:max_length]
-            return self._take_stored_cr_line(line, max_length)
+            return line or EMPTY_LINE
         return self._take_raw_line(max_length)
 
     def take_rest_line(self, max_length: int) -> bytes:
@@ -131,10 +126,11 @@ class ReadBuffer:
         self._scan = 0
         return piece
 
-    def _take_stored_cr_line(self, line: bytes, max_length: int) -> bytes:
+    def _take_stored_cr_line(self, max_length: int) -> bytes:
         # An entry of a batch that contained \r: the entry is followed by \n, so a \r at its very
         # end is half of \r\n; any other \r is a lone terminator.
         lines = self._lines
+        line = lines.pop()
         j = line.find(b"\r")
         if j == -1:
             end, rest = len(line), None
@@ -143,14 +139,10 @@ class ReadBuffer:
         else:
             end, rest = j, line[j + 1 :]
         if end > max_length:
-            lines[self._li] = line[max_length:]
+            lines.append(line[max_length:])
             return line[:max_length]
-        if rest is None:
-            self._li += 1
-            if self._li == len(lines):
-                self._batch_consumed()
-        else:
-            lines[self._li] = rest
+        if rest is not None:
+            lines.append(rest)
         return line[:end] or EMPTY_LINE
 
     def _take_raw_line(self, max_length: int) -> bytes | None:
@@ -173,7 +165,7 @@ class ReadBuffer:
             self._scan = 0
             return line or EMPTY_LINE
         if lf != -1:
-            if self._batch > _MIN_BATCH or lf < size - 1:
+            if lf < size - 1:
                 return self._split_batch(lf, max_length)
             line = bytes(raw[:lf])
             del raw[: lf + 1]
@@ -189,6 +181,11 @@ class ReadBuffer:
 
     def _split_batch(self, first_lf: int, max_length: int) -> bytes | None:
         # Cut every complete line of the first `_batch` bytes (at least the first line) at once.
+        if self._merged:  # lines and bytes alternate: keep batches small
+            self._merged = False
+            self._batch = _MIN_BATCH
+        elif self._batch < _MAX_BATCH:  # the last batch was read as lines: cut bigger ones
+            self._batch *= 2
         raw = self._raw
         window = max(first_lf + 1, min(len(raw), self._batch))
         last_lf = raw.rfind(b"\n", first_lf, window)
@@ -196,34 +193,28 @@ class ReadBuffer:
             chunk = bytes(view[:last_lf])
         del raw[: last_lf + 1]
         self._scan = 0
-        self._lines = chunk.split(b"\n")
-        self._li = 0
+        lines = chunk.split(b"\n")
+        lines.reverse()
+        self._lines = lines
         self._cr = b"\r" in chunk
         return self.take_line(max_length)
 
-    def _batch_consumed(self) -> None:
-        # Every entry was read as a line: the stream is line-oriented, so cut bigger batches.
-        self._lines = []
-        self._li = 0
-        if self._batch < _MAX_BATCH:
-            self._batch *= 2
-
     def _merge(self) -> None:
         # Put unread line entries back in front of _raw before a byte-oriented read.
-        if self._li < len(self._lines):
-            rest = self._lines[self._li :]
-            rest.append(b"")
-            self._raw[:0] = b"\n".join(rest)
-            self._batch = _MIN_BATCH
-        self._lines = []
-        self._li = 0
+        lines = self._lines
+        if lines:
+            lines.reverse()
+            lines.append(b"")
+            self._raw[:0] = b"\n".join(lines)
+            self._lines = []
+            self._merged = True
         self._scan = 0
 
     # -- bytes ------------------------------------------------------------------------------
 
     def take(self, size: int) -> bytes:
         """Consume and return up to ``size`` buffered bytes (fewer if fewer are buffered)."""
-        if self._li < len(self._lines):
+        if self._lines:
             self._merge()
         raw = self._raw
         if size >= len(raw):
@@ -238,7 +229,7 @@ class ReadBuffer:
 
     def take_into(self, target: memoryview) -> int:
         """Consume up to ``len(target)`` buffered bytes into ``target``; return how many."""
-        if self._li < len(self._lines):
+        if self._lines:
             self._merge()
         raw = self._raw
         n = min(len(target), len(raw))
@@ -250,7 +241,7 @@ class ReadBuffer:
 
     def discard(self, size: int) -> int:
         """Drop up to ``size`` buffered bytes; return how many were dropped."""
-        if self._li < len(self._lines):
+        if self._lines:
             self._merge()
         n = min(size, len(self._raw))
         del self._raw[:n]
@@ -266,7 +257,6 @@ class ReadBuffer:
     def clear(self) -> None:
         """Drop everything (the socket was closed)."""
         self._lines = []
-        self._li = 0
         self._raw = bytearray()
         self._scan = 0
         self._skip_lf = False
