@@ -197,8 +197,13 @@ class Socket:
             self._wlock.release()
 
     def try_send(self, data: _DataLike) -> bool:
-        """Blocking :meth:`duonet.aio.AsyncSocket.try_send`."""
-        return self._write(self._aio.try_send, data)
+        """Blocking :meth:`duonet.aio.AsyncSocket.try_send` (``False`` also when busy)."""
+        if not self._wlock.acquire(False):
+            return False
+        try:
+            return _call(self._aio.try_send, data)
+        finally:
+            self._wlock.release()
 
     def send_to(self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.send_to`."""

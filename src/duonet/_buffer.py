@@ -88,6 +88,11 @@ class ReadBuffer:
             return sum(map(len, lines)) + len(lines) + len(self._raw)
         return len(self._raw)
 
+    @property
+    def direct_ok(self) -> bool:
+        """True if the next bytes may bypass the buffer (empty, and no ``\\n`` to skip)."""
+        return not self._raw and not self._lines and not self._skip_lf and not self.eof
+
     def __bool__(self) -> bool:
         return bool(self._lines) or bool(self._raw)
 

@@ -367,7 +367,7 @@ class AsyncSocket:
             with _Deadline(self, timeout, "recv_into"):
                 try:
                     while got < size:
-                        if self._tls is None and not self._buf and not self._buf.eof:
+                        if self._tls is None and self._buf.direct_ok:
                             n = await self._recv_direct(view[got:], flags)
                             if n == 0:
                                 break
@@ -479,10 +479,10 @@ class AsyncSocket:
         line = buf.take_line(MAX_LINE_LENGTH)
         if line is not None:
             return ReadLineResult.FULL_LINE, line
-        self._pull_nowait()
-        line = buf.take_line(MAX_LINE_LENGTH)
-        if line is not None:
-            return ReadLineResult.FULL_LINE, line
+        while self._pull_nowait():  # everything the kernel holds, up to and including EOF
+            line = buf.take_line(MAX_LINE_LENGTH)
+            if line is not None:
+                return ReadLineResult.FULL_LINE, line
         if buf.eof:
             rest = buf.take_rest_line(MAX_LINE_LENGTH)
             if rest:
@@ -514,21 +514,20 @@ class AsyncSocket:
     async def skip(self, size: int, timeout: float | None = None) -> int:
         """Read and drop ``size`` bytes; return how many were skipped (fewer if the peer closed).
 
-        Cancelling or timing out is safe: nothing beyond what was skipped is consumed, and bytes
-        already dropped stay dropped (the count so far is lost with the exception).
+        All or nothing: the bytes are dropped only once ``size`` of them (or EOF) have arrived, so
+        cancelling or timing out leaves every received byte buffered for the next call (which
+        means up to ``size`` bytes are held in memory meanwhile).
         """
         if size <= 0:
             return 0
         self._begin_read()
         try:
             buf = self._buf
-            skipped = buf.discard(size)
-            if skipped == size:
-                return skipped
-            with _Deadline(self, timeout, "skip"):
-                while skipped < size and await self._fill(SAFE_DISCONN):
-                    skipped += buf.discard(size - skipped)
-            return skipped
+            if len(buf) < size:
+                with _Deadline(self, timeout, "skip"):
+                    while len(buf) < size and await self._fill(SAFE_DISCONN):
+                        pass
+            return buf.discard(size)
         finally:
             self._reading = False
 
@@ -589,8 +588,14 @@ class AsyncSocket:
             return None
         view = view[:size]
         got = self._buf.take_into(view)
+        if got < size and not self._buf.direct_ok:
+            # a \n to skip (or EOF): let the buffer see the next bytes first
+            if not self._pull_nowait(flags) and not self._buf.eof:
+                self._buf.unread(bytes(view[:got]))
+                return None
+            got += self._buf.take_into(view[got:])
         sock = self._sock
-        while got < size and not self._buf.eof and (self._buffered or not got):
+        while got < size and self._buf.direct_ok and (self._buffered or not got):
             try:
                 n = sock.recv_into(view[got:])
             except (BlockingIOError, InterruptedError):
