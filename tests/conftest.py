@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from duonet import _portal
+# tests/scenarios.py holds the conformance suite's assertions: have pytest explain them.
+pytest.register_assert_rewrite("scenarios")
+
+from duonet import _portal  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["asyncio", "trio"])
@@ -95,7 +98,9 @@ def peer(
         p.close()
 
 
-def sender(*chunks: bytes, pause: float = 0.0, then_close: bool = True) -> Callable[[socket.socket], None]:
+def sender(
+    *chunks: bytes, pause: float = 0.0, then_close: bool = True
+) -> Callable[[socket.socket], None]:
     """A handler that sends ``chunks`` (pausing between them), then closes."""
     import time
 
@@ -122,3 +127,63 @@ def resetter(*chunks: bytes) -> Callable[[socket.socket], None]:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     return handler
+
+
+# -- TLS: one throwaway CA for the session, certificate files, duonet contexts ----------------
+
+import pathlib  # noqa: E402
+import ssl  # noqa: E402
+
+import trustme  # noqa: E402
+
+from duonet import SslContext, SslCVerifyMode, new_context  # noqa: E402
+
+
+class TlsFiles:
+    """PEM files issued by the session's trustme CA (paths as ``str``).
+
+    ``cert``/``key``: a server certificate for ``localhost``, ``127.0.0.1`` and ``::1``;
+    ``client_cert``/``client_key``: a client certificate for ``client.example``.
+    """
+
+    def __init__(self, ca: trustme.CA, folder: pathlib.Path) -> None:
+        self.folder = folder
+        self.ca = str(folder / "ca.pem")
+        self.cert = str(folder / "server.pem")
+        self.key = str(folder / "server.key")
+        self.client_cert = str(folder / "client.pem")
+        self.client_key = str(folder / "client.key")
+        server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+        client = ca.issue_cert("client.example")
+        ca.cert_pem.write_to_path(self.ca)
+        server.cert_chain_pems[0].write_to_path(self.cert)
+        server.private_key_pem.write_to_path(self.key)
+        client.cert_chain_pems[0].write_to_path(self.client_cert)
+        client.private_key_pem.write_to_path(self.client_key)
+        self.ca_der = ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode())
+        self.cert_der = ssl.PEM_cert_to_DER_cert(server.cert_chain_pems[0].bytes().decode())
+        self.client_der = ssl.PEM_cert_to_DER_cert(client.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return TlsFiles(tls_ca, tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def tls_server_ctx(tls_files: TlsFiles) -> SslContext:
+    """A duonet server context (``verify_mode=NONE``) with the localhost/127.0.0.1/::1 cert."""
+    return new_context(
+        verify_mode=SslCVerifyMode.NONE, cert_file=tls_files.cert, key_file=tls_files.key
+    )
+
+
+@pytest.fixture
+def tls_client_ctx(tls_files: TlsFiles) -> SslContext:
+    """A duonet client context (``PEER``) trusting the session CA only."""
+    return new_context(ca_file=tls_files.ca)

@@ -75,7 +75,10 @@ class _Job:
         finally:
             self.scope = None
             self.done = True
-            self.lock.release()
+            if not _exiting:
+                self.lock.release()
+            # At interpreter exit the loop cancels every job; their callers are daemon threads
+            # about to be frozen: leave them blocked instead of waking them with a traceback.
 
     def cancel(self) -> None:
         """In the loop thread: cancel the job (it may not have started yet)."""
@@ -322,7 +325,12 @@ def _after_fork_in_child() -> None:
     _local = threading.local()
 
 
+_exiting = False
+
+
 def _at_exit() -> None:
+    global _exiting
+    _exiting = True
     portal = _portal
     if portal is not None:
         portal.stop(timeout=1.0)

@@ -764,7 +764,10 @@ class AsyncSocket:
                     await self._send_tls(view, flags)
                     return
                 try:
-                    await send_all(self._sock, self._waiter, view)
+                    if self._type == socket.SOCK_DGRAM:
+                        await self._send_datagram(view)
+                    else:
+                        await send_all(self._sock, self._waiter, view)
                 except OSError as exc:
                     if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
                         self._peer_gone = True
@@ -772,6 +775,15 @@ class AsyncSocket:
                     raise self._os_error(exc, "sending to") from exc
         finally:
             self._writing = False
+
+    async def _send_datagram(self, view: memoryview) -> None:
+        # One datagram, even an empty one (a stream send of nothing sends nothing).
+        while True:
+            try:
+                self._sock.send(view)
+                return
+            except (BlockingIOError, InterruptedError):
+                await self._waiter.writable()
 
     async def _send_tls(self, view: memoryview, flags: SocketFlag) -> None:
         assert self._tls is not None
