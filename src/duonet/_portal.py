@@ -49,7 +49,7 @@ _BACKENDS = ("asyncio", "trio", "uvloop")
 class _Job:
     """One blocking call in flight: the coroutine function, its outcome, and the caller's lock."""
 
-    __slots__ = ("args", "cancelled", "done", "error", "func", "lock", "scope", "value")
+    __slots__ = ("args", "cancelled", "error", "func", "lock", "started", "stopper", "value")
 
     def __init__(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], lock: Any):
         self.func = func
@@ -57,14 +57,29 @@ class _Job:
         self.lock = lock
         self.value: Any = None
         self.error: BaseException | None = None
-        self.scope: anyio.CancelScope | None = None
+        self.stopper: Callable[[], object] | None = None  # cancels the running job
+        self.started = False
         self.cancelled = False
-        self.done = False
 
-    async def run(self) -> None:
+    async def run_asyncio(self) -> None:
+        # A plain task per call, no cancel scope: a Ctrl-C cancels the task itself.
+        self.started = True
         try:
-            with anyio.CancelScope() as scope:
-                self.scope = scope
+            if self.cancelled:
+                raise KeyboardInterrupt
+            self.value = await self.func(*self.args)
+        except BaseException as exc:  # everything goes back to the caller
+            self.error = exc
+        finally:
+            self._finish()
+
+    async def run_trio(self) -> None:
+        import trio
+
+        self.started = True
+        try:
+            with trio.CancelScope() as scope:
+                self.stopper = scope.cancel
                 if self.cancelled:
                     scope.cancel()
                 self.value = await self.func(*self.args)
@@ -73,18 +88,20 @@ class _Job:
         except BaseException as exc:  # everything goes back to the caller
             self.error = exc
         finally:
-            self.scope = None
-            self.done = True
-            if not _exiting:
-                self.lock.release()
-            # At interpreter exit the loop cancels every job; their callers are daemon threads
-            # about to be frozen: leave them blocked instead of waking them with a traceback.
+            self._finish()
+
+    def _finish(self) -> None:
+        self.stopper = None
+        if not _exiting:
+            self.lock.release()
+        # At interpreter exit the loop cancels every job; their callers are daemon threads
+        # about to be frozen: leave them blocked instead of waking them with a traceback.
 
     def cancel(self) -> None:
         """In the loop thread: cancel the job (it may not have started yet)."""
         self.cancelled = True
-        if self.scope is not None:
-            self.scope.cancel()
+        if self.started and self.stopper is not None:
+            self.stopper()
 
 
 class _Portal:
@@ -123,7 +140,8 @@ class _Portal:
         stopped = asyncio.Event()
 
         def start(job: _Job) -> None:
-            task = loop.create_task(job.run())
+            task = loop.create_task(job.run_asyncio())
+            job.stopper = task.cancel
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -140,7 +158,7 @@ class _Portal:
 
         token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
-            self._spawn = lambda job: token.run_sync_soon(nursery.start_soon, job.run)
+            self._spawn = lambda job: token.run_sync_soon(nursery.start_soon, job.run_trio)
             self._run_soon = lambda fn: token.run_sync_soon(fn)
             self._stop = lambda: token.run_sync_soon(nursery.cancel_scope.cancel)
             self._ready.set()
@@ -160,6 +178,7 @@ class _Portal:
             spawn(job)
         except RuntimeError as exc:  # the loop is closed (interpreter exit)
             raise RuntimeError("duonet's event loop is not running (interpreter exit?)") from exc
+        # From here on the job will release `lock` exactly once.
         try:
             lock.acquire()
         except BaseException:
@@ -177,8 +196,9 @@ class _Portal:
         assert run_soon is not None
         try:
             run_soon(job.cancel)
-        except RuntimeError:
-            return  # the loop is gone
+        except RuntimeError:  # the loop is gone: this thread's lock is in an unknown state
+            _local.__dict__.pop("lock", None)
+            return
         while True:
             try:
                 lock.acquire()
@@ -205,15 +225,13 @@ _local = threading.local()
 
 
 def _caller_lock() -> Any:
+    # One lock per calling thread, kept acquired between calls; a job releases it when done.
     try:
-        lock = _local.lock
+        return _local.lock
     except AttributeError:
         lock = _local.lock = _thread.allocate_lock()
         lock.acquire()
-    else:
-        if not lock.locked():  # left released by an interrupted call: re-arm
-            lock.acquire()
-    return lock
+        return lock
 
 
 def _choose_backend() -> str:
