@@ -11,8 +11,9 @@ keeps its own, leaner one:
   running ``anyio.run`` on asyncio (uvloop when importable) or trio;
 * a call is one hop: the caller hands a :class:`_Job` to the loop with
   ``loop.call_soon_threadsafe`` / ``TrioToken.run_sync_soon``, the loop runs it in a plain task
-  under one ``CancelScope``, and the result comes back through a ``_thread`` lock owned by the
-  calling thread (pre-acquired, released by the job, re-used for the thread's next call);
+  (on trio under a trio ``CancelScope``; on asyncio the task itself is what a Ctrl-C cancels),
+  and the result comes back through a ``_thread`` lock owned by the calling thread
+  (pre-acquired, released by the job, re-used for the thread's next call);
 * **KeyboardInterrupt** in a caller blocked on that lock cancels the job's scope, *waits for the
   job to unwind* (the core's reads are cancel-safe, so every received byte stays buffered), gives
   back a result that raced the cancel (``undo``), then re-raises: nothing is lost and the portal is
@@ -252,9 +253,9 @@ def _choose_backend() -> str:
 def configure(backend: str | None = None) -> None:
     """Choose the event loop of the blocking API's portal: ``"asyncio"``, ``"uvloop"``, ``"trio"``.
 
-    Must be called before the first blocking call that needs the portal (or after
-    :func:`reset`). The default is uvloop when importable, else asyncio; the ``DUONET_BACKEND``
-    environment variable overrides the default. ``None`` restores the default.
+    Must be called before the first blocking call that needs the portal. The default is uvloop
+    when importable, else asyncio; the ``DUONET_BACKEND`` environment variable overrides the
+    default. ``None`` restores the default.
 
     Raises:
         ValueError: unknown backend.

@@ -205,6 +205,10 @@ class SslContext:
         self._psk_identity_hint: str | None = None
         self._session_id_context = ""
         self._destroyed = False
+        #: Seconds a TLS listener gives each client to complete its handshake (duonet's
+        #: addition; Nim has no limit). A client that takes longer is dropped by ``accept``
+        #: (or its ``SslError`` raised, without ``SAFE_DISCONN``).
+        self.handshake_timeout: float = 30.0
 
     @property
     def context(self) -> ssl.SSLContext:
@@ -251,7 +255,7 @@ class SslContext:
 
     @property
     def client_get_psk_func(self) -> SslClientGetPskFunc | None:
-        """The client's PSK function: ``f(hint: str | None) -> (identity: str, psk: bytes)``.
+        """The client's PSK function, ``f(hint: str | None) -> (identity: str, psk: bytes)``.
 
         ``hint`` is the server's identity hint, ``None`` when it sent none (always under TLS 1.3).
         Setting ``None`` removes the function. An exception raised by the function aborts the
@@ -271,7 +275,7 @@ class SslContext:
 
     @property
     def server_get_psk_func(self) -> SslServerGetPskFunc | None:
-        """The server's PSK function: ``g(identity: str) -> bytes``; ``b""`` rejects the client.
+        """The server's PSK function, ``g(identity: str) -> bytes`` (``b""`` rejects the client).
 
         Setting ``None`` removes the function. An exception raised by the function aborts the
         handshake; Python reports it through ``sys.unraisablehook``.

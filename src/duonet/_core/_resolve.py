@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import Any
 
@@ -52,12 +53,14 @@ async def resolve(
                 host, port, family, sock_type, proto, socket.AI_NUMERICHOST | flags
             )
         except socket.gaierror:
-            infos = [
-                (fam, typ, pro, "", addr)
-                for fam, typ, pro, _canon, addr in await anyio.getaddrinfo(
-                    host, port, family=family, type=sock_type, proto=proto, flags=flags
-                )
-            ]
+            # A name: resolve in anyio's worker threads (they end by themselves when idle;
+            # asyncio's default executor, which anyio.getaddrinfo uses, keeps its threads).
+            infos = await anyio.to_thread.run_sync(
+                functools.partial(
+                    socket.getaddrinfo, _idna(host), port, family, sock_type, proto, flags
+                ),
+                abandon_on_cancel=True,
+            )
     except socket.gaierror as exc:
         raise socket.gaierror(exc.errno, f"{exc.strerror} (resolving {host!r})") from exc
     except UnicodeError as exc:
@@ -66,6 +69,17 @@ async def resolve(
     if not result:
         raise socket.gaierror(socket.EAI_NONAME, f"no address of the right family for {host!r}")
     return result
+
+
+def _idna(host: str) -> str:
+    """The host as the resolver wants it: IDNA 2008 (UTS #46) for non-ASCII names."""
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        import idna  # anyio's own dependency
+
+        return str(idna.encode(host, uts46=True), "ascii")
+    return host
 
 
 def interleave(infos: list[AddrInfo]) -> list[AddrInfo]:

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from ._socket import AsyncSocket
 
 __all__ = (
-    "HANDSHAKE_TIMEOUT",
     "client_handshake",
     "peer_certificates",
     "psk_identity",
@@ -54,10 +53,6 @@ __all__ = (
     "wrap_socket",
 )
 
-#: How long a TLS listener gives each client to complete its handshake (seconds). A client that
-#: takes longer is dropped (or its error raised by ``accept`` without ``SAFE_DISCONN``).
-#: ``SslContext.handshake_timeout`` overrides it per context.
-HANDSHAKE_TIMEOUT = 30.0
 
 _HANDSHAKE_ERRORS = (ssl.SSLError, OSError, anyio.EndOfStream, anyio.BrokenResourceError)
 
@@ -289,7 +284,7 @@ async def _drive_handshakes(
 ) -> None:
     ctx = listener._ssl_context
     assert ctx is not None
-    limit = float(getattr(ctx, "handshake_timeout", HANDSHAKE_TIMEOUT))
+    limit = float(ctx.handshake_timeout)
 
     async def drive(item: _Pending) -> None:
         error: BaseException | None = None
