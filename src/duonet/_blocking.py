@@ -121,8 +121,18 @@ class Socket:
         flags: SocketFlag = SAFE_DISCONN,
     ) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_into`."""
+
+        def undo(count: int) -> None:  # a Ctrl-C raced the result: give the bytes back
+            self._aio._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
+
         return self._read(
-            self._aio._recv_into_nowait, self._aio.recv_into, buffer, size, timeout, flags
+            self._aio._recv_into_nowait,
+            self._aio.recv_into,
+            buffer,
+            size,
+            timeout,
+            flags,
+            undo=undo,
         )
 
     def recv_line(
