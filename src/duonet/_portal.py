@@ -11,7 +11,7 @@ keeps its own, leaner one:
   running ``anyio.run`` on asyncio (uvloop when importable) or trio;
 * a call is one hop: the caller hands a :class:`_Job` to the loop with
   ``loop.call_soon_threadsafe`` / ``TrioToken.run_sync_soon``, the loop runs it in a plain task
-  (on trio under a trio ``CancelScope``; on asyncio the task itself is what a Ctrl-C cancels),
+  under one cancel scope (what a Ctrl-C cancels),
   and the result comes back through a ``_thread`` lock owned by the calling thread
   (pre-acquired, released by the job, re-used for the thread's next call);
 * **KeyboardInterrupt** in a caller blocked on that lock cancels the job's scope, *waits for the
@@ -63,12 +63,17 @@ class _Job:
         self.cancelled = False
 
     async def run_asyncio(self) -> None:
-        # A plain task per call, no cancel scope: a Ctrl-C cancels the task itself.
+        # anyio's CancelScope, not task.cancel(): a native cancellation can be absorbed by an
+        # anyio scope inside the core (the call would then run on until its own deadline).
         self.started = True
         try:
-            if self.cancelled:
-                raise KeyboardInterrupt
-            self.value = await self.func(*self.args)
+            with anyio.CancelScope() as scope:
+                self.stopper = scope.cancel
+                if self.cancelled:
+                    scope.cancel()
+                self.value = await self.func(*self.args)
+            if scope.cancelled_caught:
+                self.error = KeyboardInterrupt()
         except BaseException as exc:  # everything goes back to the caller
             self.error = exc
         finally:
@@ -142,7 +147,6 @@ class _Portal:
 
         def start(job: _Job) -> None:
             task = loop.create_task(job.run_asyncio())
-            job.stopper = task.cancel
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
