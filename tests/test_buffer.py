@@ -2,7 +2,7 @@
 
 Every result of the real buffer is compared with :class:`linemodel.LineModel`, which applies the
 SPEC's line rules byte by byte on a plain ``bytearray``. ``DUONET_STRESS=1`` multiplies the number
-of hypothesis examples.
+of hypothesis examples by 20 (run it with ``-o timeout=0``: some tests then take over 60 s).
 """
 
 from __future__ import annotations
@@ -363,10 +363,33 @@ def test_lone_cr_then_unread_line() -> None:
     buf.feed(b"a\r")
     line = buf.take_line(100)
     assert line == b"a"
-    buf.unread(line + b"\n")
+    buf.unread_line(line)  # puts back b"a\r" exactly: the late \n then completes it
     buf.feed(b"\nb\n")
     assert buf.take_line(100) == b"a"
     assert buf.take_line(100) == b"b"
+
+
+@pytest.mark.parametrize(
+    ("stream", "max_length"),
+    [(b"abc\r\ndef", 100), (b"abc\ndef", 100), (b"abcdef\n", 3), (b"abc\rdef\n", 100)],
+)
+def test_unread_line_restores_exact_bytes(stream: bytes, max_length: int) -> None:
+    buf = ReadBuffer()
+    buf.feed(stream)
+    line = buf.take_line(max_length)
+    assert line is not None
+    buf.unread_line(line)
+    assert buf.peek() == stream
+
+
+def test_lone_cr_lines_are_linear() -> None:
+    # 400k lines ended by a lone \r: the \n search must not rescan the buffer for each line.
+    buf = ReadBuffer()
+    buf.feed(b"x\r" * 400_000)
+    count = 0
+    while buf.take_line(1_000_000) is not None:
+        count += 1
+    assert count == 400_000
 
 
 def test_max_length_edges() -> None:

@@ -5,20 +5,24 @@ the same arguments. Reads and writes first try the core's no-wait twin (``_recv_
 ...) in the calling thread: when the buffer, or for a plain socket the kernel, already holds the
 answer, no thread hop is needed. Those twins are core code; this module holds no I/O logic.
 
-Each direction has a lock taken without waiting: a second thread reading (or writing) the same
-socket at once gets :class:`~duonet.BusyError`, never interleaved bytes. While a thread holds the
-read lock, no awaited read of that socket is in flight, which is what makes the twins safe.
+Each direction has a guard taken without waiting (a one-element list: ``pop()`` takes the token,
+``append()`` gives it back; both atomic, and cheaper than a lock on the per-line hot path): a
+second thread reading (or writing) the same socket at once gets :class:`~duonet.BusyError`, never
+interleaved bytes. While a thread holds the read token, no awaited read of that socket is in
+flight, which is what makes the twins safe. ``close()`` takes both tokens when it can and then
+closes in the calling thread; otherwise a call is in flight and the close goes through the
+portal, which wakes that call.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _portal
+from ._buffer import EMPTY_LINE
 from ._core._socket import AsyncSocket, _DataLike
 from ._core._socket import dial as _aio_dial
 from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
@@ -42,7 +46,7 @@ class Socket:
     once as long as no two threads read (or write) the same socket at the same time.
     """
 
-    __slots__ = ("__weakref__", "_aio", "_rlock", "_take_line", "_wlock")
+    __slots__ = ("__weakref__", "_aio", "_buf", "_rtoken", "_wtoken")
 
     def __init__(
         self,
@@ -56,9 +60,9 @@ class Socket:
 
     def _setup(self, core: AsyncSocket) -> None:
         self._aio = core
-        self._rlock = threading.Lock()
-        self._wlock = threading.Lock()
-        self._take_line = core._buf.take_line  # the core's buffer lives as long as the core
+        self._buf = core._buf  # the core's buffer lives as long as the core
+        self._rtoken: list[None] = [None]
+        self._wtoken: list[None] = [None]
 
     @classmethod
     def _wrap(cls, core: AsyncSocket) -> Socket:
@@ -78,6 +82,9 @@ class Socket:
 
     # -- the two mechanical patterns ----------------------------------------------------------
 
+    def _busy(self, direction: str) -> BusyError:
+        return BusyError(f"another thread is already {direction} socket {self._aio._describe()}")
+
     def _read(
         self,
         nowait: Callable[..., T | None],
@@ -85,23 +92,29 @@ class Socket:
         *args: Any,
         undo: Callable[[T], None] | None = None,
     ) -> T:
-        if not self._rlock.acquire(False):
-            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        token = self._rtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
         try:
             result = nowait(*args)
             if result is None:
                 result = _call(wait, *args, undo=undo)
             return result
         finally:
-            self._rlock.release()
+            token.append(None)
 
     def _write(self, wait: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if not self._wlock.acquire(False):
-            raise BusyError(f"another thread is already writing socket {self._aio._describe()}")
+        token = self._wtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("writing") from None
         try:
             return _call(wait, *args)
         finally:
-            self._wlock.release()
+            token.append(None)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -142,24 +155,28 @@ class Socket:
         max_length: int = MAX_LINE_LENGTH,
     ) -> bytes:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_line` (same semantics and errors)."""
-        # The hot path of line protocols, so _read() is inlined: a line already split out in
-        # the buffer is handed over with one call into the (sans-I/O) buffer.
-        lock = self._rlock
-        if not lock.acquire(False):
-            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        # The hot path of line protocols, so _read() is inlined: a line already split out by
+        # the (sans-I/O) buffer is popped from its ready lane with no further call.
+        token = self._rtoken
         try:
-            if max_length > 0:
-                line = self._take_line(max_length)
-                if line is not None:
-                    return line
-            line = self._aio._recv_line_nowait(timeout, flags, max_length)
-            if line is None:
-                line = _call(
-                    self._aio.recv_line, timeout, flags, max_length, undo=self._aio._unread_line
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
+        try:
+            ready = self._buf.ready
+            if ready:
+                line = ready.pop()
+                if len(line) <= max_length:
+                    return line or EMPTY_LINE
+                ready.append(line)
+            found = self._aio._recv_line_nowait(timeout, flags, max_length)
+            if found is None:
+                found = _call(
+                    self._aio.recv_line, timeout, flags, max_length, undo=self._buf.unread_line
                 )
-            return line
+            return found
         finally:
-            lock.release()
+            token.append(None)
 
     def read_line(
         self,
@@ -172,12 +189,15 @@ class Socket:
 
     def read_line_nowait(self) -> tuple[ReadLineResult, bytes]:
         """Blocking face of :meth:`duonet.aio.AsyncSocket.read_line_nowait` (never blocks)."""
-        if not self._rlock.acquire(False):
-            raise BusyError(f"another thread is already reading socket {self._aio._describe()}")
+        token = self._rtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
         try:
             return self._aio.read_line_nowait()
         finally:
-            self._rlock.release()
+            token.append(None)
 
     def skip(self, size: int, timeout: float | None = None) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.skip`."""
@@ -197,23 +217,27 @@ class Socket:
         self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
     ) -> None:
         """Blocking :meth:`duonet.aio.AsyncSocket.send` (same semantics and errors)."""
-        if not self._wlock.acquire(False):
-            raise BusyError(f"another thread is already writing socket {self._aio._describe()}")
+        token = self._wtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("writing") from None
         try:
             rest = self._aio._send_nowait(data, flags, timeout)
             if rest is not None:
                 _call(self._aio.send, rest, flags, timeout)
         finally:
-            self._wlock.release()
+            token.append(None)
 
     def try_send(self, data: _DataLike) -> bool:
         """Blocking :meth:`duonet.aio.AsyncSocket.try_send` (``False`` also when busy)."""
-        if not self._wlock.acquire(False):
+        token = self._wtoken
+        if not token:
             return False
         try:
-            return _call(self._aio.try_send, data)
-        finally:
-            self._wlock.release()
+            return self._write(self._aio.try_send, data)
+        except BusyError:
+            return False
 
     def send_to(self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.send_to`."""
@@ -225,11 +249,11 @@ class Socket:
         self, address: str | IpAddress, port: int = 0, timeout: float | None = None
     ) -> None:
         """Blocking :meth:`duonet.aio.AsyncSocket.connect`."""
-        _call(self._aio.connect, address, port, timeout)
+        self._write(self._aio.connect, address, port, timeout)
 
     def connect_unix(self, path: str | bytes) -> None:
         """Blocking :meth:`duonet.aio.AsyncSocket.connect_unix`."""
-        _call(self._aio.connect_unix, path)
+        self._write(self._aio.connect_unix, path)
 
     def bind_unix(self, path: str | bytes) -> None:
         """Bind this ``AF_UNIX`` socket to ``path``."""
@@ -250,7 +274,9 @@ class Socket:
         timeout: float | None = None,
     ) -> Socket:
         """Blocking :meth:`duonet.aio.AsyncSocket.accept`: the new client socket."""
-        return Socket._wrap(self._read(_none, self._aio.accept, flags, inheritable, timeout))
+        return Socket._wrap(
+            self._read(self._aio._accept_nowait, self._aio.accept, flags, inheritable, timeout)
+        )
 
     def accept_addr(
         self,
@@ -259,7 +285,9 @@ class Socket:
         timeout: float | None = None,
     ) -> tuple[Socket, str]:
         """Blocking :meth:`duonet.aio.AsyncSocket.accept_addr`: the client and its address."""
-        client, address = self._read(_none, self._aio.accept_addr, flags, inheritable, timeout)
+        client, address = self._read(
+            self._aio._accept_addr_nowait, self._aio.accept_addr, flags, inheritable, timeout
+        )
         return Socket._wrap(client), address
 
     # -- options, addresses, TLS queries: plain calls, no I/O ----------------------------------
@@ -313,10 +341,27 @@ class Socket:
     def close(self) -> None:
         """Close the socket; idempotent. A call blocked on it in another thread returns promptly
         with :class:`~duonet.SocketClosedError`. On TLS, sends close_notify (not waiting)."""
-        if _portal.is_running() and not _portal.in_event_loop():
-            _call(self._aio.close)
-        else:
+        rtoken, wtoken = self._rtoken, self._wtoken
+        try:
+            rtoken.pop()
+        except IndexError:
+            return self._close_in_portal()  # a read is in flight: wake it
+        try:
+            wtoken.pop()
+        except IndexError:
+            rtoken.append(None)
+            return self._close_in_portal()  # a write is in flight: wake it
+        try:
+            self._aio._close_now()  # nothing in flight: no loop involved
+        finally:
+            wtoken.append(None)
+            rtoken.append(None)
+
+    def _close_in_portal(self) -> None:
+        if _portal.in_event_loop():
             self._aio._close_now()
+        else:
+            _call(self._aio.close)
 
     def __enter__(self) -> Socket:
         return self

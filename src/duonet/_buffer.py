@@ -39,6 +39,7 @@ __all__ = ("EMPTY_LINE", "ReadBuffer")
 #: What an empty line reads as (Nim's rule), so that ``b""`` always means "closed".
 EMPTY_LINE = b"\r\n"
 
+_NO_LINES: list[bytes] = []  # `ready` when no line is ready: always empty, never appended to
 _MIN_BATCH = 4096
 _MAX_BATCH = 1 << 18
 
@@ -49,10 +50,30 @@ class ReadBuffer:
     Not thread-safe: exactly one call at a time may use it (the socket enforces that).
     """
 
-    __slots__ = ("_batch", "_cr", "_lines", "_merged", "_raw", "_scan", "_skip_lf", "eof")
+    __slots__ = (
+        "_batch",
+        "_cr",
+        "_lf_hint",
+        "_lines",
+        "_merged",
+        "_raw",
+        "_scan",
+        "_skip_lf",
+        "eof",
+        "last_term",
+        "ready",
+    )
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []  # split lines, last first
+        #: The fast lane for a blocking ``recv_line`` served in its caller's thread: split lines
+        #: that need no further processing (last first; an empty entry is an empty line), or an
+        #: always-empty list. Pop from it only while holding the socket's read guard.
+        self.ready: list[bytes] = _NO_LINES
+        #: The terminator consumed with the last line ``take_line`` returned (``b""`` for a
+        #: ``max_length`` piece), so that the exact bytes can be put back (:meth:`unread_line`).
+        self.last_term = b""
+        self._lf_hint = 0  # _raw[:_lf_hint] holds no \n
         self._merged = False  # were split lines merged back since the last split?
         self._cr = False  # does some entry of _lines contain b"\r"?
         self._raw = bytearray()
@@ -116,7 +137,9 @@ class ReadBuffer:
             line = lines.pop()  # the fast path: a batch with no \r in it
             if len(line) > max_length:
                 lines.append(line[max_length:])
+                self.last_term = b""
                 return line[:max_length]
+            self.last_term = b"\n"
             return line or EMPTY_LINE
         return self._take_raw_line(max_length)
 
@@ -125,11 +148,20 @@ class ReadBuffer:
         line = self.take_line(max_length)
         if line is not None:
             return line
-        raw = self._raw
-        piece = bytes(raw[:max_length])
-        del raw[:max_length]
-        self._scan = 0
+        piece = bytes(self._raw[:max_length])
+        self._drop(len(piece))
+        self.last_term = b""
         return piece
+
+    def unread_line(self, line: bytes) -> None:
+        """Put back the line :meth:`take_line` just returned, with the terminator it consumed."""
+        self.unread((b"" if line == EMPTY_LINE else line) + self.last_term)
+
+    def _drop(self, size: int) -> None:
+        # Consume `size` bytes from the front of _raw, keeping the search marks valid.
+        del self._raw[:size]
+        self._scan = 0
+        self._lf_hint = max(0, self._lf_hint - size)
 
     def _take_stored_cr_line(self, max_length: int) -> bytes:
         # An entry of a batch that contained \r: the entry is followed by \n, so a \r at its very
@@ -145,9 +177,13 @@ class ReadBuffer:
             end, rest = j, line[j + 1 :]
         if end > max_length:
             lines.append(line[max_length:])
+            self.last_term = b""
             return line[:max_length]
         if rest is not None:
             lines.append(rest)
+            self.last_term = b"\r"
+        else:
+            self.last_term = line[end:] + b"\n"
         return line[:end] or EMPTY_LINE
 
     def _take_raw_line(self, max_length: int) -> bytes | None:
@@ -157,29 +193,34 @@ class ReadBuffer:
             return None
         limit = min(size, max_length + 1)  # a terminator beyond this cannot end this piece
         start = self._scan
-        lf = raw.find(b"\n", start, limit)
+        # The \n search starts where the last one stopped: a stream of lone-\r lines does not
+        # rescan the same megabyte for a \n on every line.
+        lf = raw.find(b"\n", max(start, self._lf_hint), limit)
+        self._lf_hint = limit if lf == -1 else lf
         cr = raw.find(b"\r", start, limit if lf == -1 else lf)
         if cr != -1:
             # \r first: \r\n, or a lone \r (which ends the line at once, even at the very end)
             line = bytes(raw[:cr])
             if cr + 1 < size:
-                del raw[: cr + (2 if raw[cr + 1] == 10 else 1)]
+                crlf = raw[cr + 1] == 10
+                self.last_term = b"\r\n" if crlf else b"\r"
+                self._drop(cr + (2 if crlf else 1))
             else:
-                del raw[: cr + 1]
+                self.last_term = b"\r"
+                self._drop(cr + 1)
                 self._skip_lf = not self.eof
-            self._scan = 0
             return line or EMPTY_LINE
         if lf != -1:
             if lf < size - 1:
                 return self._split_batch(lf, max_length)
             line = bytes(raw[:lf])
-            del raw[: lf + 1]
-            self._scan = 0
+            self._drop(lf + 1)
+            self.last_term = b"\n"
             return line or EMPTY_LINE
         if size > max_length:
             piece = bytes(raw[:max_length])
-            del raw[:max_length]
-            self._scan = 0
+            self._drop(max_length)
+            self.last_term = b""
             return piece
         self._scan = size
         return None
@@ -196,12 +237,12 @@ class ReadBuffer:
         last_lf = raw.rfind(b"\n", first_lf, window)
         with memoryview(raw) as view:
             chunk = bytes(view[:last_lf])
-        del raw[: last_lf + 1]
-        self._scan = 0
+        self._drop(last_lf + 1)
         lines = chunk.split(b"\n")
         lines.reverse()
         self._lines = lines
-        self._cr = b"\r" in chunk
+        self._cr = cr = b"\r" in chunk
+        self.ready = _NO_LINES if cr else lines
         return self.take_line(max_length)
 
     def _merge(self) -> None:
@@ -212,8 +253,10 @@ class ReadBuffer:
             lines.append(b"")
             self._raw[:0] = b"\n".join(lines)
             self._lines = []
+            self.ready = _NO_LINES
             self._merged = True
         self._scan = 0
+        self._lf_hint = 0
 
     # -- bytes ------------------------------------------------------------------------------
 
@@ -225,11 +268,11 @@ class ReadBuffer:
         if size >= len(raw):
             out = bytes(raw)
             raw.clear()
+            self._scan = self._lf_hint = 0
         else:
             with memoryview(raw) as view:
                 out = bytes(view[:size])
-            del raw[:size]
-        self._scan = 0
+            self._drop(size)
         return out
 
     def take_into(self, target: memoryview) -> int:
@@ -240,8 +283,7 @@ class ReadBuffer:
         n = min(len(target), len(raw))
         if n:
             target[:n] = raw[:n] if n < len(raw) else raw
-            del raw[:n]
-            self._scan = 0
+            self._drop(n)
         return n
 
     def discard(self, size: int) -> int:
@@ -249,8 +291,7 @@ class ReadBuffer:
         if self._lines:
             self._merge()
         n = min(size, len(self._raw))
-        del self._raw[:n]
-        self._scan = 0
+        self._drop(n)
         return n
 
     def unread(self, data: bytes) -> None:
@@ -258,10 +299,14 @@ class ReadBuffer:
         if data:
             self._merge()
             self._raw[:0] = data
+            # A pending \n-skip belonged to a lone \r that is now back in the buffer (it only
+            # exists while the buffer is empty): the \r will be parsed again.
+            self._skip_lf = False
 
     def clear(self) -> None:
         """Drop everything (the socket was closed)."""
         self._lines = []
+        self.ready = _NO_LINES
         self._raw = bytearray()
-        self._scan = 0
+        self._scan = self._lf_hint = 0
         self._skip_lf = False

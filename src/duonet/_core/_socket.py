@@ -652,14 +652,6 @@ class AsyncSocket:
             return view  # let the awaited call report it, with the flags' rules
         return view[sent:] if sent < len(view) else None
 
-    def _unread_line(self, line: bytes) -> None:
-        """Give back a line a blocking caller never received (a Ctrl-C raced its completion).
-
-        The line comes back followed by ``\n`` whatever its terminator was: the next
-        ``recv_line`` returns the same line.
-        """
-        self._buf.unread(b"\n" if line == b"\r\n" else line + b"\n")
-
     # -- datagrams ----------------------------------------------------------------------------
 
     async def recv_from(self, length: int, timeout: float | None = None) -> tuple[bytes, str, int]:
@@ -935,6 +927,35 @@ class AsyncSocket:
         finally:
             self._reading = False
 
+    def _accept_nowait(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncSocket | None:
+        accepted = self._accept_addr_nowait(flags, inheritable, timeout)
+        return None if accepted is None else accepted[0]
+
+    def _accept_addr_nowait(
+        self,
+        flags: SocketFlag = SAFE_DISCONN,
+        inheritable: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[AsyncSocket, str] | None:
+        # A client already waiting in the backlog of a plain listener (TLS needs the loop).
+        if self._closed or self._ssl_context is not None:
+            return None
+        while True:
+            try:
+                conn, addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as exc:
+                if is_disconnection_error(flags, exc.errno or 0):
+                    continue
+                raise self._os_error(exc, "accepting on") from exc
+            return self._accepted(conn, addr, inheritable)
+
     async def _accept_plain(self, flags: SocketFlag, inheritable: bool) -> tuple[AsyncSocket, str]:
         sock = self._sock
         while True:
@@ -947,16 +968,21 @@ class AsyncSocket:
                 if is_disconnection_error(flags, exc.errno or 0) and not self._closed:
                     continue
                 raise self._os_error(exc, "accepting on") from exc
-            client = AsyncSocket._adopt(conn, self._buffered, inheritable)
-            if isinstance(addr, tuple):
-                text = str(addr[0])
-                if text.startswith("::ffff:") and "." in text:
-                    text = text[7:]
-                client._peer = endpoint(str(addr[0]), int(addr[1]))
-            else:
-                text = self._format_addr(addr) if addr else ""
-                client._peer = text or "unnamed unix socket"
-            return client, text
+            return self._accepted(conn, addr, inheritable)
+
+    def _accepted(
+        self, conn: socket.socket, addr: Any, inheritable: bool
+    ) -> tuple[AsyncSocket, str]:
+        client = AsyncSocket._adopt(conn, self._buffered, inheritable)
+        if isinstance(addr, tuple):
+            text = str(addr[0])
+            if text.startswith("::ffff:") and "." in text:
+                text = text[7:]
+            client._peer = endpoint(str(addr[0]), int(addr[1]))
+        else:
+            text = self._format_addr(addr) if addr else ""
+            client._peer = text or "unnamed unix socket"
+        return client, text
 
     # -- options and addresses ----------------------------------------------------------------
 
@@ -1036,6 +1062,20 @@ class AsyncSocket:
         """
         if self._closed:
             return
+        try:
+            anyio.notify_closing(self._sock)  # wake every task waiting on it
+        except RuntimeError:
+            pass  # no event loop: nobody can be waiting
+        self._close_now()
+
+    def _close_now(self) -> None:
+        """Close without waking waiters: for when no call can be waiting on the socket.
+
+        Sends a TLS close_notify (best effort, never waits), closes the handshakes a TLS
+        listener had parked, closes the socket, drops the buffer.
+        """
+        if self._closed:
+            return
         self._closed = True
         if self._tls is not None and self._tls_handshaken:
             from ._tls import send_close_notify
@@ -1043,21 +1083,8 @@ class AsyncSocket:
             send_close_notify(self)
         if self._tls_state is not None:
             self._tls_state.close()
-        try:
-            anyio.notify_closing(self._sock)
-        except RuntimeError:
-            pass  # no event loop: nobody can be waiting
         self._sock.close()
         self._buf.clear()
-
-    def _close_now(self) -> None:
-        """Close without an event loop (interpreter exit, fork child, garbage)."""
-        if not self._closed:
-            self._closed = True
-            if self._tls_state is not None:
-                self._tls_state.close()
-            self._sock.close()
-            self._buf.clear()
 
     async def __aenter__(self) -> AsyncSocket:
         return self
