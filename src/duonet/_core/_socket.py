@@ -779,10 +779,19 @@ class AsyncSocket:
 
     async def _send_tls(self, view: memoryview, flags: SocketFlag) -> None:
         assert self._tls is not None
+        if self._peer_gone:  # an earlier send found the peer gone (the TLS stream is broken)
+            self._peer_went_away(flags)
+            return
         try:
             await self._tls.send(bytes(view))
         except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
             cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+            if cause is None and not self._closed:  # broken earlier by a cancelled send
+                raise BrokenPipeError(
+                    errno.EPIPE,
+                    f"TLS stream to {self._describe()} is broken (an earlier send was "
+                    "interrupted): close it",
+                ) from exc
             if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
                 if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
                     self._peer_gone = True
@@ -791,6 +800,12 @@ class AsyncSocket:
             if self._closed:
                 raise SocketClosedError(f"socket {self._describe()}") from exc
             raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
+
+    def _peer_went_away(self, flags: SocketFlag) -> None:
+        if SAFE_DISCONN not in flags:
+            raise BrokenPipeError(
+                errno.EPIPE, f"Broken pipe (sending to {self._describe()}: the peer is gone)"
+            )
 
     async def try_send(self, data: _DataLike) -> bool:
         """Send all of ``data``; ``False`` instead of raising if that fails for any reason."""
