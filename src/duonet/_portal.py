@@ -110,6 +110,13 @@ class _Job:
             self.stopper()
 
 
+_EAGER = sys.version_info >= (3, 12)
+
+
+def _eager_task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
+    return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
+
+
 class _Portal:
     def __init__(self, backend: str) -> None:
         self.backend = backend
@@ -146,7 +153,12 @@ class _Portal:
         stopped = asyncio.Event()
 
         def start(job: _Job) -> None:
-            task = loop.create_task(job.run_asyncio())
+            # Python >= 3.12 runs the job at once, up to its first wait (one loop pass fewer).
+            task = (
+                _eager_task(job.run_asyncio(), loop)
+                if _EAGER
+                else loop.create_task(job.run_asyncio())
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 

@@ -142,6 +142,7 @@ class AsyncSocket:
         self._writing = False
         self._closed = False
         self._peer_gone = False
+        self._drained = False  # the last non-blocking read found nothing: wait before reading
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
         self._tls: TLSStream | None = None
@@ -240,6 +241,9 @@ class AsyncSocket:
             buf.feed(data)
             return True
         sock = self._sock
+        if self._drained:  # a no-wait twin just found the kernel empty: don't ask again
+            self._drained = False
+            await self._waiter.readable()
         while True:
             try:
                 data = sock.recv(_CHUNK)
@@ -501,6 +505,7 @@ class AsyncSocket:
         try:
             data = self._sock.recv(_CHUNK)
         except (BlockingIOError, InterruptedError):
+            self._drained = True
             return False
         except OSError as exc:
             self._nowait_error(exc, flags)
