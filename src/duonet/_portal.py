@@ -32,6 +32,7 @@ import _thread
 import asyncio
 import atexit
 import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -136,6 +137,9 @@ class _Portal:
 
     def _thread_main(self) -> None:
         self.thread_ident = threading.get_ident()
+        if hasattr(signal, "pthread_sigmask"):
+            # Let the kernel deliver Ctrl-C to a thread that can act on it, not to the loop.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             if self.backend == "trio":
                 anyio.run(self._main_trio, backend="trio")
@@ -195,9 +199,21 @@ class _Portal:
             spawn(job)
         except RuntimeError as exc:  # the loop is closed (interpreter exit)
             raise RuntimeError("duonet's event loop is not running (interpreter exit?)") from exc
+        except BaseException:
+            # Ctrl-C while handing the job over: it may or may not be queued. Make it a no-op if
+            # it runs, and give this thread a fresh lock (the job may still release this one).
+            job.cancelled = True
+            _local.__dict__.pop("lock", None)
+            raise
         # From here on the job will release `lock` exactly once.
         try:
-            lock.acquire()
+            if _local.main:
+                # The main thread wakes up now and then: a SIGINT delivered to another thread
+                # only sets a flag, which Python acts on (KeyboardInterrupt) between bytecodes.
+                while not lock.acquire(timeout=_SIGNAL_CHECK):
+                    pass
+            else:
+                lock.acquire()
         except BaseException:
             self._cancel_and_wait(job, lock, undo)
             raise
@@ -241,11 +257,15 @@ _backend: str | None = None
 _local = threading.local()
 
 
+_SIGNAL_CHECK = 0.1  # seconds between the main thread's checks for a pending Ctrl-C
+
+
 def _caller_lock() -> Any:
     # One lock per calling thread, kept acquired between calls; a job releases it when done.
     try:
         return _local.lock
     except AttributeError:
+        _local.main = threading.current_thread() is threading.main_thread()
         lock = _local.lock = _thread.allocate_lock()
         lock.acquire()
         return lock

@@ -108,7 +108,11 @@ class _Handshake:
         while True:
             try:
                 with self.ctx._capture_psk_identity() as captured:
-                    self.sslobj.do_handshake()
+                    try:
+                        self.sslobj.do_handshake()
+                    finally:  # TLS 1.3 asks for the PSK in an early step, not the last one
+                        if captured:
+                            self.psk_identity = captured[-1]
             except ssl.SSLWantReadError:
                 await self._flush()
                 try:
@@ -124,8 +128,6 @@ class _Handshake:
             except ssl.SSLError:
                 self._flush_alert()
                 raise
-            if captured:
-                self.psk_identity = captured[-1]
             await self._flush()
             return
 
