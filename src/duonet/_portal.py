@@ -63,29 +63,15 @@ class _Job:
         self.started = False
         self.cancelled = False
 
-    async def run_asyncio(self) -> None:
-        # anyio's CancelScope, not task.cancel(): a native cancellation can be absorbed by an
-        # anyio scope inside the core (the call would then run on until its own deadline).
+    async def run(self, scope_type: Callable[[], Any]) -> None:
+        """In the loop thread: run the call under one cancel scope (what a Ctrl-C cancels).
+
+        ``scope_type`` is anyio's ``CancelScope`` on asyncio (a native ``task.cancel()`` could be
+        absorbed by an anyio scope inside the core) and trio's own, cheaper one on trio.
+        """
         self.started = True
         try:
-            with anyio.CancelScope() as scope:
-                self.stopper = scope.cancel
-                if self.cancelled:
-                    scope.cancel()
-                self.value = await self.func(*self.args)
-            if scope.cancelled_caught:
-                self.error = KeyboardInterrupt()
-        except BaseException as exc:  # everything goes back to the caller
-            self.error = exc
-        finally:
-            self._finish()
-
-    async def run_trio(self) -> None:
-        import trio
-
-        self.started = True
-        try:
-            with trio.CancelScope() as scope:
+            with scope_type() as scope:
                 self.stopper = scope.cancel
                 if self.cancelled:
                     scope.cancel()
@@ -158,11 +144,8 @@ class _Portal:
 
         def start(job: _Job) -> None:
             # Python >= 3.12 runs the job at once, up to its first wait (one loop pass fewer).
-            task = (
-                _eager_task(job.run_asyncio(), loop)
-                if _EAGER
-                else loop.create_task(job.run_asyncio())
-            )
+            coro = job.run(anyio.CancelScope)
+            task = _eager_task(coro, loop) if _EAGER else loop.create_task(coro)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
@@ -179,7 +162,9 @@ class _Portal:
 
         token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
-            self._spawn = lambda job: token.run_sync_soon(nursery.start_soon, job.run_trio)
+            self._spawn = lambda job: token.run_sync_soon(
+                nursery.start_soon, job.run, trio.CancelScope
+            )
             self._run_soon = lambda fn: token.run_sync_soon(fn)
             self._stop = lambda: token.run_sync_soon(nursery.cancel_scope.cancel)
             self._ready.set()
