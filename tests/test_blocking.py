@@ -548,6 +548,10 @@ KEYBOARD_INTERRUPT = """
 import os, signal, socket, threading, time
 import duonet
 
+# A shell that starts us in the background may have set SIGINT to "ignore", and then Python
+# installs no KeyboardInterrupt handler: install it explicitly.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 srv = socket.create_server(("127.0.0.1", 0))
 srv.settimeout(10)
 port = srv.getsockname()[1]
