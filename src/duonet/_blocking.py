@@ -27,7 +27,7 @@ from ._core._socket import AsyncSocket, _DataLike
 from ._core._socket import dial as _aio_dial
 from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
 from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
-from ._errors import BusyError
+from ._errors import BusyError, SocketClosedError
 from ._ip import IpAddress
 from ._tls import SslContext, SslHandshakeType
 
@@ -46,7 +46,7 @@ class Socket:
     once as long as no two threads read (or write) the same socket at the same time.
     """
 
-    __slots__ = ("__weakref__", "_aio", "_buf", "_rtoken", "_wtoken")
+    __slots__ = ("__weakref__", "_aio", "_buf", "_closing", "_rtoken", "_wtoken")
 
     def __init__(
         self,
@@ -63,6 +63,7 @@ class Socket:
         self._buf = core._buf  # the core's buffer lives as long as the core
         self._rtoken: list[None] = [None]
         self._wtoken: list[None] = [None]
+        self._closing = False  # close() has begun: a token it holds means "closed", not "busy"
 
     @classmethod
     def _wrap(cls, core: AsyncSocket) -> Socket:
@@ -82,7 +83,9 @@ class Socket:
 
     # -- the two mechanical patterns ----------------------------------------------------------
 
-    def _busy(self, direction: str) -> BusyError:
+    def _busy(self, direction: str) -> OSError | BusyError:
+        if self._closing:  # the token is held by close(), not by another reader or writer
+            return SocketClosedError(f"socket {self._aio._describe()}")
         return BusyError(f"another thread is already {direction} socket {self._aio._describe()}")
 
     def _read(
@@ -341,6 +344,7 @@ class Socket:
     def close(self) -> None:
         """Close the socket; idempotent. A call blocked on it in another thread returns promptly
         with :class:`~duonet.SocketClosedError`. On TLS, sends close_notify (not waiting)."""
+        self._closing = True
         rtoken, wtoken = self._rtoken, self._wtoken
         try:
             rtoken.pop()

@@ -33,7 +33,7 @@ import anyio
 from anyio.streams.tls import TLSStream
 
 from .._enums import SocketFlag
-from .._errors import SslError
+from .._errors import SocketClosedError, SslError
 from .._tls import SslContext, SslHandshakeType, ssl_error_from
 from ._io import RawSocketStream
 
@@ -300,6 +300,9 @@ async def _drive_handshakes(
             error = SslError(
                 f"TLS handshake with {item.client._describe()} timed out after {limit:g} s"
             )
+        if listener._closed:  # close() already closed every parked client
+            item.client._close_now()
+            return
         state.pending.remove(item)
         if error is None:
             item.handshake.install()
@@ -331,6 +334,8 @@ async def _drive_handshakes(
                 tg.start_soon(drive, item)
             tg.start_soon(acceptor)
     except BaseExceptionGroup as group:
+        if listener._closed:
+            raise SocketClosedError(f"socket {listener._describe()}") from None
         raise _single(group) from None
 
 
