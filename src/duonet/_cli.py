@@ -6,14 +6,18 @@ Exit codes follow ``nc``: 0 on success, 1 on any failure (with the reason on std
 from __future__ import annotations
 
 import argparse
+import io
 import socket
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from typing import TextIO
 
 from ._blocking import Socket, new_socket
 from ._core._tls import wrap_socket
 from ._enums import SOBool
+from ._errors import SslError
 from ._ip import parse_ip_address
 from ._tls import SslCVerifyMode, new_context
 
@@ -57,13 +61,116 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pump_stdin(sock: Socket) -> None:
-    for chunk in iter(lambda: sys.stdin.buffer.readline(), b""):
-        sock.send(chunk)
+#: Bytes (both directions) after which a terminal stderr shows the progress line.
+PROGRESS_THRESHOLD = 4 * 1024 * 1024
+#: Seconds between two updates of the progress line.
+PROGRESS_INTERVAL = 0.2
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+class _Progress:
+    """Bytes sent and received, shown on stderr (only a terminal) once past the threshold."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = sys.stderr if stream is None else stream
+        try:
+            self._enabled = self._stream.isatty()
+        except (AttributeError, ValueError, OSError):
+            self._enabled = False
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._shown = False
+        self.sent = 0
+        self.received = 0
+
+    def add(self, sent: int = 0, received: int = 0) -> None:
+        with self._lock:
+            self.sent += sent
+            self.received += received
+            if not self._enabled or self.sent + self.received <= PROGRESS_THRESHOLD:
+                return
+            now = time.monotonic()
+            if now - self._last < PROGRESS_INTERVAL:
+                return
+            self._last = now
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        rate = (self.sent + self.received) / max(now - self._start, 1e-6)
+        line = f"received {_size(self.received)}, sent {_size(self.sent)}, {_size(rate)}/s"
+        try:
+            self._stream.write(f"\r{line}\x1b[K")
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._enabled = False
+            return
+        self._shown = True
+
+    def finish(self) -> None:
+        """Print the final totals and end the line (only if the line was ever shown)."""
+        with self._lock:
+            if self._shown:
+                self._show(time.monotonic())
+                try:
+                    self._stream.write("\n")
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass
+            self._enabled = self._shown = False
+
+
+def _pump_stdin(sock: Socket, progress: _Progress | None = None) -> None:
+    """Send stdin to ``sock`` until EOF, then half-close (the peer sees EOF, like ``nc -N``)."""
+    stdin = sys.stdin
+    if stdin is None:
+        return
     try:
-        sock.aio._sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
+        buffer = stdin.buffer
+        # read1: whatever one read gives (a typed line goes out at once), not a full 64 KiB.
+        read = buffer.read1 if isinstance(buffer, io.BufferedReader) else buffer.read
+        for chunk in iter(lambda: read(65536), b""):
+            sock.send(chunk)
+            if progress is not None:
+                progress.add(sent=len(chunk))
+        # Plain TCP: half-close, so the peer sees EOF. TLS: a TCP half-close would break the
+        # record stream (peers report "unexpected eof"), so keep reading until the peer closes.
+        if not sock.is_ssl():
+            sock.aio._sock.shutdown(socket.SHUT_WR)
+    except (OSError, ValueError):
+        pass  # the connection (or stdin) is gone: the reading side reports or ends
+
+
+def _relay(sock: Socket, lines: bool, timeout: float | None) -> None:
+    """Stdin to ``sock`` (in a thread), ``sock`` to stdout until the peer closes."""
+    progress = None if lines else _Progress()
+    threading.Thread(target=_pump_stdin, args=(sock, progress), daemon=True).start()
+    out = sys.stdout.buffer
+    try:
+        while True:
+            if lines:
+                line = sock.recv_line(timeout=timeout)
+                if not line:
+                    break
+                out.write((b"" if line == b"\r\n" else line) + b"\n")
+            else:
+                data = sock.recv(65536, timeout=timeout)
+                if not data:
+                    break
+                out.write(data)
+                assert progress is not None
+                progress.add(received=len(data))
+            out.flush()
+    finally:
+        if progress is not None:
+            progress.finish()
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -75,31 +182,20 @@ def _connect(args: argparse.Namespace) -> int:
             mode = SslCVerifyMode.NONE if args.insecure else SslCVerifyMode.PEER
             wrap_socket(new_context(verify_mode=mode, ca_file=args.ca or ""), sock)
         sock.connect(args.host, args.port, timeout=args.timeout)
-        threading.Thread(target=_pump_stdin, args=(sock,), daemon=True).start()
-        out = sys.stdout.buffer
-        while True:
-            if args.lines:
-                line = sock.recv_line(timeout=args.timeout)
-                if not line:
-                    break
-                out.write((b"" if line == b"\r\n" else line) + b"\n")
-            else:
-                data = sock.recv(65536, timeout=args.timeout)
-                if not data:
-                    break
-                out.write(data)
-            out.flush()
+        _relay(sock, args.lines, args.timeout)
     return 0
 
 
 def _listen(args: argparse.Namespace) -> int:
     family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-    with new_socket(family) as listener:
+    if args.tls and not (args.cert and args.key):
+        print("duonet: listen --tls needs --cert and --key", file=sys.stderr)
+        return 1
+    # Echo mode works on lines (buffered); raw mode relays whatever each read gives.
+    with new_socket(family, buffered=args.echo) as listener:
         listener.set_sock_opt(SOBool.REUSE_ADDR, True)
         listener.bind_addr(args.port, args.address)
         if args.tls:
-            if not (args.cert and args.key):
-                raise SystemExit("duonet listen --tls needs --cert and --key")
             wrap_socket(
                 new_context(
                     verify_mode=SslCVerifyMode.NONE, cert_file=args.cert, key_file=args.key
@@ -108,19 +204,26 @@ def _listen(args: argparse.Namespace) -> int:
             )
         listener.listen()
         print(f"listening on {args.address}:{listener.get_local_addr()[1]}", file=sys.stderr)
+        sys.stderr.flush()
         while True:
-            client, address = listener.accept_addr()
+            try:
+                client, address = listener.accept_addr()
+            except SslError as exc:  # a client failed the handshake: report it, keep serving
+                if not args.echo:
+                    raise
+                print(f"duonet: {_reason(exc)}", file=sys.stderr)
+                continue
             print(f"connection from {address}", file=sys.stderr)
+            sys.stderr.flush()
             with client:
-                while line := client.recv_line():
-                    text = b"" if line == b"\r\n" else line
-                    if args.echo:
-                        client.send(text + b"\n")
-                    else:
-                        sys.stdout.buffer.write(text + b"\n")
-                        sys.stdout.flush()
-            if not args.echo:
-                return 0
+                if not args.echo:
+                    _relay(client, False, None)
+                    return 0
+                try:
+                    while line := client.recv_line():
+                        client.send((b"" if line == b"\r\n" else line) + b"\n")
+                except OSError as exc:  # one client's failure does not stop the server
+                    print(f"duonet: {_reason(exc)}", file=sys.stderr)
 
 
 def _udp(args: argparse.Namespace) -> int:
@@ -157,5 +260,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OSError, ValueError) as exc:
-        print(f"duonet: {exc}", file=sys.stderr)
+        print(f"duonet: {_reason(exc)}", file=sys.stderr)
         return 1
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying what went wrong: ``Connection refused (connecting to ...)``, the TLS
+    reason (``certificate verify failed: ...``), ``... timed out after 0.3 s ...``."""
+    if isinstance(exc, OSError) and not isinstance(exc, SslError):
+        text = exc.strerror if isinstance(exc.strerror, str) and exc.strerror else str(exc)
+    else:
+        text = str(exc)
+    text = " ".join(text.split()) or type(exc).__name__
+    if isinstance(exc, TimeoutError) and "timed out" not in text:
+        text = f"timed out: {text}"
+    return text

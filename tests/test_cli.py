@@ -1,0 +1,493 @@
+"""The ``duonet`` command line, run as ``python -m duonet`` in subprocesses on 127.0.0.1.
+
+Peers are stdlib sockets in threads, and ``openssl s_server`` / ``s_client``, ``nc`` and
+``socat`` when installed (each such test is skipped otherwise). Every subprocess is bounded by a
+timeout and killed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+import trustme
+
+OPENSSL = shutil.which("openssl")
+NC = shutil.which("nc")
+SOCAT = shutil.which("socat")
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl binary is not installed")
+#: Seconds any one subprocess may run.
+TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "duonet", *args]
+
+
+def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(cli(*args), input=stdin, capture_output=True, timeout=TIMEOUT)
+
+
+def start(
+    args: list[str], stdin: bool = False, stderr: int = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def dial(port: int, proc: subprocess.Popen[bytes]) -> socket.socket:
+    """Connect to 127.0.0.1:``port`` as soon as ``proc`` listens there (this is the real client)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        else:
+            return sock
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until something listens on ``port`` (a probe connection, closed at once)."""
+    dial(port, proc).close()
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A stdlib TCP server on 127.0.0.1 for one client: yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                handle(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        thread.join(TIMEOUT)
+
+
+def echo(conn: socket.socket) -> None:
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+# -- connect --------------------------------------------------------------------------------------
+
+
+def test_connect_relays_stdin_and_stdout() -> None:
+    with server(echo) as port:
+        result = run("connect", "127.0.0.1", str(port), "--timeout", "5", stdin=b"hello\nworld\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello\nworld\n"
+    assert result.stderr == b""
+
+
+def test_connect_lines_mode() -> None:
+    def lines(conn: socket.socket) -> None:
+        conn.sendall(b"one\r\ntwo\n\r\nlast")
+
+    with server(lines) as port:
+        result = run("connect", "127.0.0.1", str(port), "--lines", "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"one\ntwo\n\nlast\n"
+
+
+def test_connect_large_transfer_no_progress_without_terminal() -> None:
+    body = os.urandom(6 * 1024 * 1024)
+    with server(echo) as port:
+        result = run("connect", "127.0.0.1", str(port), "--timeout", "5", stdin=body)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == body
+    assert result.stderr == b""
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_connect_progress_on_terminal() -> None:
+    size = 6 * 1024 * 1024
+
+    def blast(conn: socket.socket) -> None:
+        conn.sendall(b"x" * size)
+
+    leader, follower = os.openpty()
+    try:
+        with server(blast) as port:
+            proc = start(cli("connect", "127.0.0.1", str(port), "--timeout", "5"), stderr=follower)
+            os.close(follower)
+            follower = -1
+            try:
+                out, _ = proc.communicate(timeout=TIMEOUT)
+            finally:
+                stop(proc)
+        assert proc.returncode == 0
+        assert len(out) == size
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert b"received 6.0 MB" in shown
+    assert b"/s" in shown
+    assert shown.endswith(b"\n")
+
+
+def test_connect_refused() -> None:
+    result = run("connect", "127.0.0.1", str(free_port()), "--timeout", "5")
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"duonet: ")
+    assert b"refused" in result.stderr.lower()
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_connect_timeout() -> None:
+    silent = threading.Event()
+
+    def never_send(conn: socket.socket) -> None:
+        silent.wait(TIMEOUT)
+
+    with server(never_send) as port:
+        try:
+            proc = start(cli("connect", "127.0.0.1", str(port), "--timeout", "0.3"), stdin=True)
+            try:
+                _, err = proc.communicate(timeout=TIMEOUT)
+            finally:
+                stop(proc)
+        finally:
+            silent.set()
+    assert proc.returncode == 1
+    assert err.startswith(b"duonet: ")
+    assert b"timed out" in err
+    assert err.count(b"\n") == 1
+
+
+# -- listen ---------------------------------------------------------------------------------------
+
+
+def test_listen_relays_both_ways() -> None:
+    port = free_port()
+    proc = start(cli("listen", str(port)), stdin=True)
+    try:
+        with dial(port, proc) as sock:
+            sock.sendall(b"from client\n")
+            assert proc.stdin is not None
+            proc.stdin.write(b"from server\n")
+            proc.stdin.close()  # EOF: the listener half-closes, as nc does
+            received = recv_all(sock)
+        proc.wait(timeout=TIMEOUT)
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert received == b"from server\n"
+    assert out == b"from client\n"
+    assert b"listening on 127.0.0.1:" in err
+
+
+def test_listen_echo_serves_many_clients() -> None:
+    port = free_port()
+    proc = start(cli("listen", str(port), "--echo"))
+    try:
+        for name in (b"first", b"second"):
+            with dial(port, proc) as sock:
+                sock.sendall(name + b"\r\n" + name + b" again\n")
+                sock.shutdown(socket.SHUT_WR)
+                assert recv_all(sock) == name + b"\n" + name + b" again\n"
+    finally:
+        stop(proc)
+
+
+def test_listen_tls_needs_cert_and_key() -> None:
+    result = run("listen", str(free_port()), "--tls")
+    assert result.returncode == 1
+    assert b"--cert" in result.stderr
+
+
+# -- udp, ip ---------------------------------------------------------------------------------------
+
+
+def test_udp_send() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(TIMEOUT)
+        port = receiver.getsockname()[1]
+        result = run("udp", "send", "127.0.0.1", str(port), "ping")
+        assert result.returncode == 0, result.stderr
+        assert receiver.recvfrom(65535)[0] == b"ping"
+    assert b"sent 4 bytes" in result.stderr
+
+
+def test_udp_recv() -> None:
+    port = free_port()
+    proc = start(cli("udp", "recv", "127.0.0.1", str(port), "--timeout", "8"))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            deadline = time.monotonic() + TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline:
+                sender.sendto(b"pong", ("127.0.0.1", port))  # until the receiver has bound
+                time.sleep(0.05)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert out == b"pong\n"
+    assert b"from 127.0.0.1:" in err
+
+
+def test_udp_recv_timeout() -> None:
+    result = run("udp", "recv", "127.0.0.1", str(free_port()), "--timeout", "0.2")
+    assert result.returncode == 1
+    assert b"timed out" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "shown"),
+    [("192.168.1.2", b"192.168.1.2 (IPV4)"), ("::1", b"::1 (IPV6)")],
+)
+def test_ip_parse(address: str, shown: bytes) -> None:
+    result = run("ip", "parse", address)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == shown
+
+
+def test_ip_parse_bad() -> None:
+    result = run("ip", "parse", "1.2.3")
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"duonet: ")
+    assert b"1.2.3" in result.stderr
+
+
+# -- TLS against openssl ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder: Path = tmp_path_factory.mktemp("cli_tls")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    files = {name: str(folder / f"{name}.pem") for name in ("ca", "cert", "key")}
+    ca.cert_pem.write_to_path(files["ca"])
+    leaf.private_key_and_cert_chain_pem.write_to_path(files["cert"])
+    leaf.private_key_pem.write_to_path(files["key"])
+    return files
+
+
+@contextlib.contextmanager
+def s_server(tls_files: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``openssl s_server`` on 127.0.0.1: what a client sends ends up on its stdout."""
+    assert OPENSSL is not None
+    port = free_port()
+    proc = start(
+        [
+            OPENSSL,
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-cert",
+            tls_files["cert"],
+            "-key",
+            tls_files["key"],
+            "-quiet",
+        ],
+        stdin=True,
+    )
+    try:
+        yield port, proc
+    finally:
+        stop(proc)
+
+
+def read_line(pipe: IO[bytes], timeout: float = TIMEOUT) -> bytes:
+    """One line from ``pipe``, or ``b""`` if none comes within ``timeout``."""
+    lines: queue.Queue[bytes] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(pipe.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        return b""
+
+
+def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: bytes) -> None:
+    """Run ``connect`` with ``line`` on stdin: s_server prints it, answers, then goes away.
+
+    On TLS, stdin's EOF does not close the connection (a TCP half-close would break the TLS
+    stream): ``connect`` ends when the server does.
+    """
+    client = start(args, stdin=True)
+    try:
+        assert client.stdin is not None
+        assert client.stdout is not None
+        assert server_proc.stdin is not None
+        assert server_proc.stdout is not None
+        client.stdin.write(line)
+        client.stdin.close()
+        assert read_line(server_proc.stdout) == line
+        server_proc.stdin.write(b"answer\n")
+        server_proc.stdin.flush()
+        assert read_line(client.stdout) == b"answer\n"
+        server_proc.kill()
+        assert client.wait(timeout=TIMEOUT) == 0
+    finally:
+        stop(client)
+
+
+@needs_openssl
+def test_connect_tls_to_openssl(tls_files: dict[str, str]) -> None:
+    with s_server(tls_files) as (port, server_proc):
+        wait_listening(port, server_proc)
+        args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
+        tls_exchange(server_proc, cli(*args), b"hello over tls\n")
+
+
+@needs_openssl
+def test_connect_tls_untrusted_certificate(tls_files: dict[str, str]) -> None:
+    with s_server(tls_files) as (port, server_proc):
+        wait_listening(port, server_proc)
+        result = run("connect", "--tls", "localhost", str(port), "--timeout", "5")
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"duonet: ")
+    assert b"certificate" in result.stderr
+    assert result.stderr.count(b"\n") == 1
+
+
+@needs_openssl
+def test_connect_tls_insecure(tls_files: dict[str, str]) -> None:
+    with s_server(tls_files) as (port, server_proc):
+        wait_listening(port, server_proc)
+        args = ["connect", "--tls", "--insecure", "127.0.0.1", str(port)]
+        tls_exchange(server_proc, cli(*args), b"no checks\n")
+
+
+@needs_openssl
+def test_listen_tls_echo_with_openssl_client(tls_files: dict[str, str]) -> None:
+    assert OPENSSL is not None
+    port = free_port()
+    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
+    listener = start(cli(*args, "--echo"))
+    client: subprocess.Popen[bytes] | None = None
+    try:
+        wait_listening(port, listener)  # a probe that fails its handshake: the server goes on
+        client = start(
+            [
+                OPENSSL,
+                "s_client",
+                "-connect",
+                f"127.0.0.1:{port}",
+                "-CAfile",
+                tls_files["ca"],
+                "-verify_return_error",
+                "-quiet",
+            ],
+            stdin=True,
+        )
+        assert client.stdin is not None
+        assert client.stdout is not None
+        client.stdin.write(b"echo me\n")
+        client.stdin.flush()
+        assert client.stdout.readline() == b"echo me\n"
+    finally:
+        if client is not None:
+            stop(client)
+        stop(listener)
+
+
+# -- nc / socat ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(NC is None, reason="nc is not installed")
+def test_connect_to_nc_listener() -> None:
+    assert NC is not None
+    port = free_port()
+    # OpenBSD nc takes "-l PORT", traditional nc "-l -p PORT": try the first, check it listens.
+    peer = start([NC, "-l", "127.0.0.1", str(port)], stdin=True)
+    try:
+        try:
+            wait_listening(port, peer)
+        except OSError:
+            pytest.skip("this nc does not take 'nc -l ADDRESS PORT'")
+        # the probe used up nc's one connection: start it again, then connect for real
+        stop(peer)
+        peer = start([NC, "-l", "127.0.0.1", str(port)], stdin=True)
+        time.sleep(0.3)
+        result = run("connect", "127.0.0.1", str(port), "--timeout", "5", stdin=b"to nc\n")
+        assert result.returncode == 0, result.stderr
+        out, _ = peer.communicate(timeout=TIMEOUT)
+        assert out == b"to nc\n"
+    finally:
+        stop(peer)
+
+
+@pytest.mark.skipif(SOCAT is None, reason="socat is not installed")
+def test_listen_with_socat_client() -> None:
+    assert SOCAT is not None
+    port = free_port()
+    listener = start(cli("listen", str(port), "--echo"))
+    try:
+        wait_listening(port, listener)
+        result = subprocess.run(
+            [SOCAT, "-", f"TCP:127.0.0.1:{port}"],
+            input=b"via socat\n",
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+        assert result.stdout == b"via socat\n"
+    finally:
+        stop(listener)
