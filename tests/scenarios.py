@@ -353,6 +353,31 @@ def short_tmpdir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def hanging_listener() -> Iterator[int]:
+    """The port of a ``listen(0)`` listener whose accept queue is full: a connect to it hangs."""
+    fillers: list[socket.socket] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        address = listener.getsockname()
+        try:
+            for _ in range(8):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(address)
+                _, writable, _ = select.select([], [filler], [], 0.3)
+                if not writable:
+                    break  # this connect hangs: the queue is full, so will the next one
+            else:
+                pytest.skip("this kernel completes connects to a full listen(0) queue")
+            yield address[1]
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
 def closed_port() -> int:
     """A loopback TCP port with no listener (bound, then released)."""
     with socket.socket() as probe:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 import duonet
 import duonet.aio
 from duonet import SocketClosedError
+from scenarios import hanging_listener
 
 LONG = 10.0
 
@@ -105,31 +105,6 @@ def connected_pair() -> Iterator[tuple[duonet.Socket, socket.socket]]:
             with conn:
                 conn.settimeout(LONG)
                 yield client, conn
-
-
-@contextlib.contextmanager
-def hanging_listener() -> Iterator[int]:
-    """The port of a ``listen(0)`` listener whose accept queue is full: a connect to it hangs."""
-    fillers: list[socket.socket] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        try:
-            for _ in range(8):
-                filler = socket.socket()
-                fillers.append(filler)
-                filler.setblocking(False)
-                filler.connect_ex(address)
-                _, writable, _ = select.select([], [filler], [], 0.3)
-                if not writable:
-                    break  # this connect hangs: the queue is full, so will the next one
-            else:
-                pytest.skip("this kernel completes connects to a full listen(0) queue")
-            yield address[1]
-        finally:
-            for filler in fillers:
-                filler.close()
 
 
 class EchoServer:

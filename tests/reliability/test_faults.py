@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import random
-import select
 import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -31,7 +30,7 @@ import pytest
 import duonet
 from conftest import TlsFiles
 from duonet import SocketClosedError, SocketFlag, SslContext, SslError, SslHandshakeType
-from scenarios import BlockingAdapter, Face, peer_read, stream_pair
+from scenarios import BlockingAdapter, Face, hanging_listener, peer_read, stream_pair
 
 from .test_harness import (  # noqa: F401 (fixtures)
     GUARD,
@@ -215,31 +214,6 @@ async def test_tls_half_close(face: Face, tls_files: TlsFiles, tls_client_ctx: S
 
 
 # -- a peer that stalls forever -----------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def hanging_listener() -> Iterator[int]:
-    """The port of a ``listen(0)`` listener whose accept queue is full: a connect to it hangs."""
-    fillers: list[socket.socket] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        address = listener.getsockname()
-        try:
-            for _ in range(8):
-                filler = socket.socket()
-                fillers.append(filler)
-                filler.setblocking(False)
-                filler.connect_ex(address)
-                _, writable, _ = select.select([], [filler], [], 0.3)
-                if not writable:
-                    break
-            else:
-                pytest.skip("this kernel completes connects to a full listen(0) queue")
-            yield address[1]
-        finally:
-            for filler in fillers:
-                filler.close()
 
 
 async def bounded(call: Callable[[], Any], timeout: float = SHORT) -> None:
