@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,29 @@ def test_common_spec_names_importable_from_both(check_spec: types.ModuleType) ->
             namespace: dict[str, Any] = {}
             exec(f"from {module.__name__} import {name}", namespace)
             assert namespace[name] is getattr(module, name)
+
+
+API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.rst"
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_every_public_name_is_in_the_api_reference(module: types.ModuleType) -> None:
+    """The API page has a directive (``autoclass``, ``autofunction``, ...) for each name."""
+    text = API_DOC.read_text(encoding="utf-8")
+    missing = [
+        name
+        for name in module.__all__
+        if not re.search(rf"^\.\. [\w:]+::\s+(duonet\.(aio\.)?)?{re.escape(name)}\s*$", text, re.M)
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("cls", [duonet.Socket, duonet.aio.AsyncSocket], ids=lambda c: c.__name__)
+def test_every_public_method_has_a_docstring(cls: type) -> None:
+    """``:members:`` only lists what has a docstring: an undocumented method would vanish."""
+    undocumented = [
+        name
+        for name, member in vars(cls).items()
+        if not name.startswith("_") and callable(member) and not (member.__doc__ or "").strip()
+    ]
+    assert undocumented == []
