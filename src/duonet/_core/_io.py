@@ -15,13 +15,15 @@ before its next ``await``) or it did not run.
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import sys
 from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
 
-__all__ = ("Waiter", "RawSocketStream", "connect_raw")
+__all__ = ("Waiter", "RawSocketStream", "connect_raw", "renew_socket")
 
 
 class Waiter:
@@ -130,6 +132,79 @@ async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> Non
 
 
 def errno_text(code: int) -> str:
-    import os
-
     return os.strerror(code)
+
+
+#: Options a fresh socket gets from the one it replaces (those that exist on this platform).
+_COPIED_OPTIONS = tuple(
+    (getattr(socket, level), getattr(socket, name))
+    for level, name in (
+        ("SOL_SOCKET", "SO_REUSEADDR"),
+        ("SOL_SOCKET", "SO_REUSEPORT"),
+        ("SOL_SOCKET", "SO_KEEPALIVE"),
+        ("SOL_SOCKET", "SO_BROADCAST"),
+        ("SOL_SOCKET", "SO_OOBINLINE"),
+        ("SOL_SOCKET", "SO_DONTROUTE"),
+        ("SOL_SOCKET", "SO_RCVBUF"),
+        ("SOL_SOCKET", "SO_SNDBUF"),
+        ("SOL_SOCKET", "SO_PRIORITY"),
+        ("SOL_SOCKET", "SO_MARK"),
+        ("IPPROTO_TCP", "TCP_NODELAY"),
+        ("IPPROTO_TCP", "TCP_KEEPIDLE"),
+        ("IPPROTO_TCP", "TCP_KEEPINTVL"),
+        ("IPPROTO_TCP", "TCP_KEEPCNT"),
+        ("IPPROTO_TCP", "TCP_USER_TIMEOUT"),
+        ("IPPROTO_IP", "IP_TOS"),
+        ("IPPROTO_IP", "IP_TTL"),
+        ("IPPROTO_IPV6", "IPV6_V6ONLY"),
+    )
+    if hasattr(socket, level) and hasattr(socket, name)
+)
+#: Linux doubles a buffer size when it is set, and reports the doubled value.
+_DOUBLED = {getattr(socket, "SO_RCVBUF", -1), getattr(socket, "SO_SNDBUF", -1)}
+_LINGER_SIZE = 8  # struct linger: two ints
+
+
+def _copy_options(old: socket.socket, new: socket.socket) -> None:
+    for level, name in _COPIED_OPTIONS:
+        if level != socket.SOL_SOCKET and (
+            (level == socket.IPPROTO_TCP and old.type != socket.SOCK_STREAM)
+            or (level == socket.IPPROTO_IP and old.family != socket.AF_INET)
+            or (level == getattr(socket, "IPPROTO_IPV6", -1) and old.family != socket.AF_INET6)
+        ):
+            continue
+        try:
+            value = old.getsockopt(level, name)
+            if value != new.getsockopt(level, name):
+                halve = name in _DOUBLED and sys.platform.startswith("linux")
+                new.setsockopt(level, name, value // 2 if halve else value)
+        except OSError:
+            pass  # not supported for this socket: nothing to carry over
+    try:
+        linger = old.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_SIZE)
+        if linger != new.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_SIZE):
+            new.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+    except OSError:
+        pass
+
+
+def renew_socket(sock: socket.socket, bound: Any = None) -> None:
+    """Give ``sock``'s file descriptor a fresh socket, after a failed ``connect``.
+
+    A socket whose connect failed cannot try again (Linux answers the next ``connect`` with
+    ``ECONNABORTED``, BSDs with ``EINVAL``), so the next address gets a new socket of the same
+    kind, with the old one's options, re-bound to ``bound`` (the address ``bind`` was given, if
+    any). ``dup2`` puts it under the same descriptor number, so a ``fileno()`` the caller already
+    holds stays valid, and so does its inheritable flag. No event loop may still watch the old
+    socket: ``anyio.notify_closing`` is called first.
+    """
+    fresh = socket.socket(sock.family, sock.type, sock.proto)
+    try:
+        _copy_options(sock, fresh)
+        anyio.notify_closing(sock)
+        os.dup2(fresh.fileno(), sock.fileno(), inheritable=sock.get_inheritable())
+    finally:
+        fresh.close()
+    sock.setblocking(False)
+    if bound is not None:
+        sock.bind(bound)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
-from typing import Any
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import anyio
 
@@ -16,6 +20,8 @@ __all__ = ("AddrInfo", "host_text", "resolve", "happy_eyeballs")
 
 #: (family, type, proto, sockaddr)
 AddrInfo = tuple[int, int, int, Any]
+
+T = TypeVar("T")
 
 #: RFC 8305's "Connection Attempt Delay".
 ATTEMPT_DELAY = 0.25
@@ -53,13 +59,10 @@ async def resolve(
                 host, port, family, sock_type, proto, socket.AI_NUMERICHOST | flags
             )
         except socket.gaierror:
-            # A name: resolve in anyio's worker threads (they end by themselves when idle;
-            # asyncio's default executor, which anyio.getaddrinfo uses, keeps its threads).
-            infos = await anyio.to_thread.run_sync(
+            infos = await _in_own_thread(
                 functools.partial(
                     socket.getaddrinfo, _idna(host), port, family, sock_type, proto, flags
-                ),
-                abandon_on_cancel=True,
+                )
             )
     except socket.gaierror as exc:
         raise socket.gaierror(exc.errno, f"{exc.strerror} (resolving {host!r})") from exc
@@ -69,6 +72,50 @@ async def resolve(
     if not result:
         raise socket.gaierror(socket.EAI_NONAME, f"no address of the right family for {host!r}")
     return result
+
+
+async def _in_own_thread(func: Callable[[], T]) -> T:
+    """Run ``func`` (a blocking ``getaddrinfo``) in a thread of its own that ends when it returns.
+
+    Not anyio's worker threads: on asyncio an idle worker only ends when a later
+    ``to_thread.run_sync`` call notices it, or when the loop's root task ends, which the
+    blocking face's portal loop never does, so a resolved name would leave a thread behind for
+    good. A cancelled wait abandons the thread, which still ends when ``getaddrinfo`` returns.
+    """
+    done = anyio.Event()
+    wake = _waker(done)
+    outcome: list[Any] = []
+
+    def work() -> None:
+        try:
+            outcome.append((True, func()))
+        except BaseException as exc:  # handed to the waiting task
+            outcome.append((False, exc))
+        try:
+            wake()
+        except RuntimeError:
+            pass  # the loop has ended: nobody waits any more
+
+    threading.Thread(target=work, name="duonet-resolver", daemon=True).start()
+    await done.wait()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return cast(T, value)
+
+
+def _waker(event: anyio.Event) -> Callable[[], None]:
+    """A thread-safe, non-blocking ``event.set`` for the running loop (trio or asyncio)."""
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        token = trio.lowlevel.current_trio_token()
+        return lambda: token.run_sync_soon(event.set)
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(event.set)
+
+    return wake
 
 
 def _idna(host: str) -> str:

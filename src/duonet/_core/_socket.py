@@ -43,7 +43,7 @@ from .._errors import (
     with_address,
 )
 from .._ip import IpAddress
-from ._io import Waiter, connect_raw, send_all
+from ._io import Waiter, connect_raw, renew_socket, send_all
 from ._resolve import endpoint, happy_eyeballs, host_text, resolve
 
 if TYPE_CHECKING:
@@ -145,6 +145,7 @@ class AsyncSocket:
         self._drained = False  # the last non-blocking read found nothing: wait before reading
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
+        self._bound: Any = None  # the sockaddr given to bind_addr (a renewed socket re-binds it)
         self._tls: TLSStream | None = None
         self._ssl_context: SslContext | None = None
         self._tls_server_side = False
@@ -846,6 +847,12 @@ class AsyncSocket:
             infos = await resolve(host, port, self._family, self._type, self._sock.proto)
             last: OSError | None = None
             for _family, _type, _proto, sockaddr in infos:
+                if last is not None:
+                    # A socket whose connect failed cannot try again: a fresh one, same fd.
+                    try:
+                        renew_socket(self._sock, self._bound)
+                    except OSError as exc:
+                        raise with_address(exc, "renewing the socket connecting to", what) from last
                 try:
                     await connect_raw(self._sock, sockaddr, self._waiter)
                 except OSError as exc:
@@ -898,6 +905,7 @@ class AsyncSocket:
                 host, port, self._family, self._type, self._sock.proto, socket.AI_PASSIVE
             )
             self._sock.bind(infos[0][4])
+            self._bound = infos[0][4]
         except OSError as exc:
             raise with_address(exc, "binding to", endpoint(host, port)) from exc
 
