@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -344,6 +345,49 @@ def test_blocking_call_inside_trio_raises(portal_backend: str) -> None:
         assert len(trio.run(main)) == 4
         conn.sendall(b"still works\n")
         assert client.recv_line(timeout=LONG) == b"still works"
+
+
+def _answerable_calls_in_loop(client: duonet.Socket, listener: duonet.Socket) -> int:
+    """Calls that could be answered at once (data and a client are waiting, the send buffer is
+    empty) still raise inside a running loop: the rule does not depend on timing."""
+    calls = (
+        lambda: client.recv_line(timeout=2),
+        lambda: client.recv(3, timeout=2),
+        lambda: client.skip(1, timeout=2),
+        lambda: client.send(b"x"),
+        lambda: client.try_send(b"x"),
+        lambda: listener.accept(timeout=2),
+    )
+    for call in calls:
+        with pytest.raises(RuntimeError, match=r"duonet\.aio"):
+            call()
+    return len(calls)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "trio"])
+def test_answerable_blocking_call_inside_a_loop_raises(portal_backend: str, loop: str) -> None:
+    import asyncio
+
+    import trio
+
+    with contextlib.ExitStack() as stack:
+        client, conn = stack.enter_context(connected_pair())
+        listener = stack.enter_context(duonet.new_socket())
+        listener.bind_addr(0, "127.0.0.1")
+        listener.listen()
+        stack.enter_context(socket.create_connection(listener.get_local_addr(), timeout=LONG))
+        conn.sendall(b"ready\n")
+        until = time.monotonic() + LONG
+        while not select.select([client.get_fd()], [], [], 0.05)[0] and time.monotonic() < until:
+            pass
+
+        async def main() -> int:
+            return _answerable_calls_in_loop(client, listener)
+
+        assert (asyncio.run(main()) if loop == "asyncio" else trio.run(main)) == 6
+        with listener.accept(timeout=LONG):  # nothing was consumed or lost
+            assert client.recv_line(timeout=LONG) == b"ready"
+            assert select.select([conn], [], [], 0.1)[0] == []  # and nothing was sent
 
 
 # -- close from another thread ------------------------------------------------------------------
@@ -686,3 +730,17 @@ def test_subprocess_backends_are_valid() -> None:
     # The subprocess tests pick the backend through DUONET_BACKEND: a typo must not pass quietly.
     result = run_script("import duonet._portal as p; print(p.current_backend())", "trio")
     assert result.stdout.strip() == "trio", result.stderr
+
+
+@pytest.mark.parametrize("max_length", [0, -1])
+def test_invalid_max_length_is_rejected_with_lines_ready(
+    portal_backend: str, max_length: int
+) -> None:
+    """The buffer's fast path checks ``max_length`` too (SPEC: at least 1), losing no line."""
+    with connected_pair() as (client, conn):
+        conn.sendall(b"x\n\n\n")
+        assert client.recv_line(timeout=LONG) == b"x"  # the empty lines are now split out
+        with pytest.raises(ValueError, match="max_length"):
+            client.recv_line(timeout=LONG, max_length=max_length)
+        assert client.recv_line(timeout=LONG) == b"\r\n"
+        assert client.recv_line(timeout=LONG) == b"\r\n"

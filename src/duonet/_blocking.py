@@ -29,6 +29,7 @@ from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
 from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
 from ._errors import BusyError, SocketClosedError
 from ._ip import IpAddress
+from ._portal import IN_LOOP_MESSAGE, in_event_loop
 from ._tls import SslContext, SslHandshakeType
 
 __all__ = ("Socket", "dial", "new_socket", "wrap_connected_socket")
@@ -95,6 +96,8 @@ class Socket:
         *args: Any,
         undo: Callable[[T], None] | None = None,
     ) -> T:
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
         token = self._rtoken
         try:
             token.pop()
@@ -167,11 +170,13 @@ class Socket:
             raise self._busy("reading") from None
         try:
             ready = self._buf.ready
-            if ready:
+            if ready and max_length > 0:  # (an invalid max_length goes on to be rejected)
                 line = ready.pop()
                 if len(line) <= max_length:
-                    return line or EMPTY_LINE
+                    return line or EMPTY_LINE  # served from the buffer: no I/O, so no loop check
                 ready.append(line)
+            if in_event_loop():
+                raise RuntimeError(IN_LOOP_MESSAGE)
             found = self._aio._recv_line_nowait(timeout, flags, max_length)
             if found is None:
                 found = _call(
@@ -220,6 +225,8 @@ class Socket:
         self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
     ) -> None:
         """Blocking :meth:`duonet.aio.AsyncSocket.send` (same semantics and errors)."""
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
         token = self._wtoken
         try:
             token.pop()
@@ -234,6 +241,8 @@ class Socket:
 
     def try_send(self, data: _DataLike) -> bool:
         """Blocking :meth:`duonet.aio.AsyncSocket.try_send` (``False`` also when busy)."""
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
         token = self._wtoken
         if not token:
             return False
@@ -362,7 +371,7 @@ class Socket:
             rtoken.append(None)
 
     def _close_in_portal(self) -> None:
-        if _portal.in_event_loop():
+        if in_event_loop():
             self._aio._close_now()
         else:
             _call(self._aio.close)
