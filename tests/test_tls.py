@@ -35,6 +35,7 @@ import duonet
 import duonet.aio as aio
 from conftest import Peer, TlsFiles, needs_ipv6, peer
 from duonet import (
+    ReadLineResult,
     SocketFlag,
     SslContext,
     SslCVerifyMode,
@@ -846,6 +847,53 @@ async def test_tls11_client_is_refused(
     assert results.values != ["connected"]
 
 
+# -- read_line_nowait on TLS -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "truncated"])
+async def test_read_line_nowait_reads_tls_from_the_network(
+    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, ending: str
+) -> None:
+    """Polling ``read_line_nowait`` alone (no other read) sees every line, the cut last line
+    and the close, whether the peer ends with close_notify or just closes TCP."""
+    go_on = threading.Event()
+
+    def handler(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"first\nsecond\n")
+        go_on.wait(STEP)  # the client has polled "nothing yet" in between
+        tls.sendall(b"cut")
+        if ending == "close_notify":
+            tls.settimeout(STEP)
+            with contextlib.suppress(OSError):
+                tls.unwrap()  # ours now; returns when the client's close_notify comes back
+
+    seen: list[tuple[ReadLineResult, bytes]] = []
+    ctx = stdlib_server_context(tls_files.cert, tls_files.key)
+    with tls_peer(ctx, handler) as p:
+        with anyio.fail_after(BODY):
+            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
+                poll = client.raw.read_line_nowait
+                while not seen or seen[-1][0] != ReadLineResult.DISCONNECTED:
+                    if face.blocking:  # a hop to the portal for TLS: not from this loop
+                        result = await anyio.to_thread.run_sync(poll)
+                    else:
+                        result = poll()
+                    if result[0] == ReadLineResult.NONE:
+                        assert result[1] == b""
+                        if len(seen) == 2:
+                            go_on.set()
+                        await anyio.sleep(0.01)
+                    else:
+                        seen.append(result)
+    assert p.errors == []
+    assert seen == [
+        (ReadLineResult.FULL_LINE, b"first"),
+        (ReadLineResult.FULL_LINE, b"second"),
+        (ReadLineResult.PARTIAL_LINE, b"cut"),
+        (ReadLineResult.DISCONNECTED, b""),
+    ]
+
+
 # -- STARTTLS ----------------------------------------------------------------------------------
 
 
@@ -1045,7 +1093,7 @@ async def test_send_to_a_reset_peer(
     face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, flags: SocketFlag
 ) -> None:
     """SPEC send: a gone peer raises the OSError, or under SAFE_DISCONN returns quietly (every
-    time), and the next recv gives b""."""
+    time); either way the next recv (SAFE_DISCONN) gives b""."""
 
     def handler(tls: ssl.SSLSocket) -> None:
         tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -1068,6 +1116,8 @@ async def test_send_to_a_reset_peer(
                             error = exc
                             break
                     assert isinstance(error, (ConnectionResetError, BrokenPipeError)), repr(error)
+                    # The stream is broken for good: a recv under SAFE_DISCONN sees its end.
+                    assert await client.recv(10) == b""
     assert p.errors == []
 
 

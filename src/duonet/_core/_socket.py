@@ -484,7 +484,7 @@ class AsyncSocket:
         line = buf.take_line(MAX_LINE_LENGTH)
         if line is not None:
             return ReadLineResult.FULL_LINE, line
-        while self._pull_nowait():  # everything the kernel holds, up to and including EOF
+        while self._pull_nowait_any():  # everything the kernel holds, up to and including EOF
             line = buf.take_line(MAX_LINE_LENGTH)
             if line is not None:
                 return ReadLineResult.FULL_LINE, line
@@ -494,6 +494,16 @@ class AsyncSocket:
                 return ReadLineResult.PARTIAL_LINE, rest
             return ReadLineResult.DISCONNECTED, b""
         return ReadLineResult.NONE, b""
+
+    def _pull_nowait_any(self) -> bool:
+        """:meth:`_pull_nowait`, TLS included (in the loop's thread only: ``read_line_nowait``)."""
+        if self._tls is None:
+            return self._pull_nowait()
+        if self._buf.eof or self._closed:
+            return False
+        from ._tls import pull_nowait
+
+        return pull_nowait(self, _CHUNK)
 
     def _pull_nowait(self, flags: SocketFlag = SAFE_DISCONN) -> bool:
         """Move what the kernel already holds into the buffer (plain sockets; never waits).
@@ -536,6 +546,11 @@ class AsyncSocket:
             return buf.discard(size)
         finally:
             self._reading = False
+
+    async def _read_line_nowait_in_loop(self) -> tuple[ReadLineResult, bytes]:
+        """:meth:`read_line_nowait` for the blocking face of a TLS socket: the ``SSLObject`` may
+        only be used from the loop's thread, so the call is run there (it still never waits)."""
+        return self.read_line_nowait()
 
     def has_data_buffered(self) -> bool:
         """True if bytes are waiting in duonet's own buffer (never blocks, reads nothing)."""
@@ -799,9 +814,12 @@ class AsyncSocket:
                     "interrupted): close it",
                 ) from exc
             if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-                if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
+                if is_disconnection_error(SAFE_DISCONN, cause.errno or 0) and not self._closed:
+                    # The TLS stream is broken for good: later reads see the end of the stream
+                    # (as a plain socket's do after a reset), whatever this call's flags.
                     self._peer_gone = True
-                    return
+                    if SAFE_DISCONN in flags:
+                        return
                 raise self._os_error(cause, "sending to") from exc
             if self._closed:
                 raise SocketClosedError(f"socket {self._describe()}") from exc

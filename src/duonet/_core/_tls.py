@@ -366,6 +366,49 @@ def send_close_notify(core: AsyncSocket) -> None:
             pass
 
 
+def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
+    """Decrypt what the kernel already holds into ``core``'s buffer, never waiting.
+
+    The TLS half of ``AsyncSocket._pull_nowait``, for ``read_line_nowait``: True if plaintext
+    was added. A closed or truncated stream is fed to the buffer as EOF (``SAFE_DISCONN``'s
+    rule); other errors raise as an awaited read would. Runs in the loop's thread only (the
+    ``SSLObject`` is not thread-safe); records we must answer (a TLS 1.3 key update) stay in the
+    outgoing BIO, which the next send or awaited read flushes first.
+    """
+    tls = core._tls
+    assert tls is not None
+    sslobj: ssl.SSLObject = tls._ssl_object
+    incoming: ssl.MemoryBIO = tls._read_bio
+    flags = SocketFlag.SAFE_DISCONN
+    while True:
+        try:
+            data = sslobj.read(chunk)
+        except ssl.SSLWantReadError:
+            if incoming.eof:
+                return False
+            try:
+                raw = core._sock.recv(chunk)
+            except (BlockingIOError, InterruptedError):
+                return False  # nothing more has arrived: nothing was consumed
+            except OSError as exc:
+                return core._tls_read_error(exc, flags)
+            if raw:
+                incoming.write(raw)
+            else:
+                incoming.write_eof()  # the next read says whether close_notify came first
+            continue
+        except ssl.SSLZeroReturnError:  # the peer's close_notify
+            core._buf.feed_eof()
+            return False
+        except ssl.SSLError as exc:
+            return core._tls_read_error(exc, flags)
+        if not data:
+            core._buf.feed_eof()
+            return False
+        core._buf.feed(data)
+        return True
+
+
 def peer_certificates(core: AsyncSocket) -> list[bytes]:
     """DER certificates of the peer, leaf first (the verified chain on Python >= 3.13)."""
     tls = core._tls
