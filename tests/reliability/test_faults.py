@@ -86,6 +86,22 @@ async def read_lines(s: Any, flags: SocketFlag, calls: int = 4) -> list[Any]:
     return results
 
 
+async def read_lines_while(
+    face: Face, s: Any, flags: SocketFlag, act: Callable[[], object]
+) -> list[Any]:
+    """:func:`read_lines` in a task; once it waits (mid-line), ``act()`` does the fault."""
+    results: list[Any] = []
+
+    async def reader() -> None:
+        results.extend(await read_lines(s, flags))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        await face.settle()
+        act()
+    return results
+
+
 @contextlib.asynccontextmanager
 async def tls_pair(
     face: Face, files: TlsFiles, client_ctx: SslContext
@@ -124,15 +140,7 @@ async def test_reset_mid_line_while_reading(face: Face, flags: SocketFlag) -> No
     with anyio.fail_after(GUARD):
         async with stream_pair(face) as (s, conn):
             conn.sendall(b"complete\npartial")
-            results: list[Any] = []
-
-            async def reader() -> None:
-                results.extend(await read_lines(s, flags))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
-                await face.settle()  # the reader has the partial line and waits for more
-                reset(conn)
+            results = await read_lines_while(face, s, flags, lambda: reset(conn))
     assert results[0] == b"complete"
     if flags is SAFE:
         # The cut line is returned as it is, then the reset reads as "closed".
@@ -151,15 +159,7 @@ async def test_reset_mid_tls_record(
             server.conn.sendall(server.records(b"first line\n"))
             record = server.records(b"x" * 3000 + b"\n")
             server.conn.sendall(record[: len(record) // 2])  # half a record: undecryptable yet
-            results: list[Any] = []
-
-            async def reader() -> None:
-                results.extend(await read_lines(s, flags))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
-                await face.settle()
-                reset(server.conn)
+            results = await read_lines_while(face, s, flags, lambda: reset(server.conn))
     assert results[0] == b"first line"
     if flags is SAFE:
         assert results[1:] == [b""], results
@@ -179,15 +179,7 @@ async def test_half_close_mid_line_then_write(face: Face) -> None:
     with anyio.fail_after(GUARD):
         async with stream_pair(face) as (s, conn):
             conn.sendall(b"half a li")
-            results: list[Any] = []
-
-            async def reader() -> None:
-                results.extend(await read_lines(s, SAFE))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
-                await face.settle()
-                conn.shutdown(socket.SHUT_WR)
+            results = await read_lines_while(face, s, SAFE, lambda: conn.shutdown(socket.SHUT_WR))
             assert results == [b"half a li", b""]
             for _ in range(3):
                 assert await s.recv_line(timeout=STEP) == b""
@@ -299,15 +291,8 @@ async def test_tls_truncated_mid_line(
     with anyio.fail_after(GUARD):
         async with tls_pair(face, tls_files, tls_client_ctx) as (s, server):
             server.conn.sendall(server.records(b"whole\ncut sho"))
-            results: list[Any] = []
-
-            async def reader() -> None:
-                results.extend(await read_lines(s, flags))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
-                await face.settle()
-                server.conn.close()  # TCP FIN, no close_notify
+            # The peer closes its TCP connection without a close_notify.
+            results = await read_lines_while(face, s, flags, server.conn.close)
     assert results[0] == b"whole"
     if flags is SAFE:
         assert results[1:] == [b"cut sho", b""], results
