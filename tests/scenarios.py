@@ -1501,6 +1501,40 @@ async def reset_mid_line(face: Face, transport: str) -> None:
     assert not p.errors
 
 
+def _reset_at_once(conn: socket.socket) -> None:
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@scenario()
+async def reset_right_after_accept(face: Face, transport: str) -> None:
+    """SPEC: ``connect`` succeeds once the TCP handshake completed; a reset the peer sends at
+    once shows up in the next read (``b""`` under SAFE_DISCONN, ``ConnectionResetError``
+    without), not in ``connect``. The reset races connect's own wait for the handshake, so
+    each way in is tried a number of times."""
+    rounds = 8
+    with peer(_reset_at_once, clients=4 * rounds) as p:
+        for _ in range(rounds):
+            async with opened(face.new_socket()) as s:
+                await s.connect(p.host, p.port, timeout=LONG)
+                await until_readable(s.fileno())  # the RST has arrived
+                assert await s.recv(5, timeout=LONG) == b""
+            async with opened(face.new_socket()) as s:
+                await s.connect(p.host, p.port, timeout=LONG)
+                await until_readable(s.fileno())
+                with pytest.raises(ConnectionResetError) as info:
+                    await s.recv_line(timeout=LONG, flags=NO_FLAGS)
+                assert str(p.port) in str(info.value)
+                assert await s.recv(5, timeout=LONG) == b""  # reported once, then closed
+            async with opened(await face.dial(p.host, p.port, timeout=LONG)) as s:
+                await until_readable(s.fileno())
+                assert await s.recv_line(timeout=LONG) == b""
+            async with opened(await face.dial(p.host, p.port, timeout=LONG)) as s:
+                await until_readable(s.fileno())
+                with pytest.raises(ConnectionResetError):
+                    await s.recv(5, timeout=LONG, flags=NO_FLAGS)
+    assert not p.errors
+
+
 @scenario()
 async def send_to_reset_peer(face: Face, transport: str) -> None:
     # Nim §3.4 #15: send to a reset peer loops forever under SafeDisconn. SPEC: it returns

@@ -105,16 +105,23 @@ async def send_all(sock: socket.socket, waiter: Waiter, view: memoryview) -> Non
         view = view[sent:]
 
 
-async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> None:
+#: What ``SO_ERROR`` holds when the peer reset a connection it had accepted. A peer that refuses
+#: gives ECONNREFUSED, one that is unreachable EHOSTUNREACH/ENETUNREACH/ETIMEDOUT.
+_RESET_AFTER_HANDSHAKE = frozenset({errno.ECONNRESET, errno.EPIPE})
+
+
+async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> int:
     """Non-blocking ``connect`` of ``sock`` to ``sockaddr``; raises the ``OSError`` on failure.
 
     Success means the TCP handshake completed: a reset sent right after that shows up in the next
-    read or write, not here.
+    read or write, not here. Returns 0, or the errno of such a reset when it came before the
+    socket was seen writable (reading ``SO_ERROR`` took it from the kernel, which then reports
+    the end of the stream: the caller must report it in the next read).
     """
     while True:
         err = sock.connect_ex(sockaddr)
         if err in (0, errno.EISCONN):
-            return
+            return 0
         if err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
             if err == errno.EWOULDBLOCK and sock.family == getattr(socket, "AF_UNIX", None):
                 # A Unix listener with a full backlog: connect(2) must simply be retried.
@@ -124,8 +131,8 @@ async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> Non
                 continue
             await waiter.writable()
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err == 0:
-                return
+            if err == 0 or (err in _RESET_AFTER_HANDSHAKE and sock.type == socket.SOCK_STREAM):
+                return err
         if err == errno.EINTR:
             continue
         raise OSError(err, errno_text(err))

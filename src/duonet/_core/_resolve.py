@@ -141,13 +141,15 @@ def interleave(infos: list[AddrInfo]) -> list[AddrInfo]:
     return out
 
 
-async def happy_eyeballs(infos: list[AddrInfo], what: str) -> socket.socket:
+async def happy_eyeballs(infos: list[AddrInfo], what: str) -> tuple[socket.socket, Any, int]:
     """Connect to one of ``infos``, starting a new attempt every 250 ms until one succeeds.
 
-    Returns the connected non-blocking socket; the others are closed. If all fail, raises the
-    last failure with ``what`` (the name and port asked for) in its message.
+    Returns the connected non-blocking socket, the address it connected to, and what
+    :func:`connect_raw` returned (the errno of a reset right after the handshake, or 0); the
+    others are closed. If all fail, raises the last failure with ``what`` (the name and port
+    asked for) in its message.
     """
-    winner: socket.socket | None = None
+    winner: tuple[socket.socket, Any, int] | None = None
     errors: list[OSError] = []
 
     async def attempt(info: AddrInfo, failed: anyio.Event) -> None:
@@ -156,7 +158,7 @@ async def happy_eyeballs(infos: list[AddrInfo], what: str) -> socket.socket:
         sock = socket.socket(family, sock_type, proto)
         try:
             sock.setblocking(False)
-            await connect_raw(sock, sockaddr, Waiter(sock))
+            reset = await connect_raw(sock, sockaddr, Waiter(sock))
         except OSError as exc:
             errors.append(exc)
             failed.set()
@@ -166,7 +168,7 @@ async def happy_eyeballs(infos: list[AddrInfo], what: str) -> socket.socket:
             sock.close()
             raise
         if winner is None:
-            winner = sock
+            winner = sock, sockaddr, reset
             tg.cancel_scope.cancel()
         else:
             sock.close()

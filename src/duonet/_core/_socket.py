@@ -25,6 +25,7 @@ Nothing in this module knows about threads: the blocking ``Socket`` drives it th
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
 from types import TracebackType
@@ -142,6 +143,7 @@ class AsyncSocket:
         self._writing = False
         self._closed = False
         self._peer_gone = False
+        self._reset_errno = 0  # a reset that connect() saw right after the handshake: see _eof
         self._drained = False  # the last non-blocking read found nothing: wait before reading
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
@@ -259,8 +261,22 @@ class AsyncSocket:
             if data:
                 buf.feed(data)
                 return True
-            buf.feed_eof()
+            self._eof(flags)
             return False
+
+    def _eof(self, flags: SocketFlag) -> None:
+        """The kernel says the stream ended (a plain read got 0 bytes).
+
+        If ``connect`` took a reset that followed the handshake from the kernel, this is where it
+        shows: as the ``ConnectionResetError`` the read would have got, or under
+        ``SAFE_DISCONN`` as the end of the stream. Reported once, as the kernel reports errors.
+        """
+        code = self._reset_errno
+        if code:
+            self._reset_errno = 0
+            if not is_disconnection_error(flags, code):
+                raise self._os_error(OSError(code, os.strerror(code)), "receiving from")
+        self._buf.feed_eof()
 
     def _tls_read_error(self, exc: BaseException, flags: SocketFlag) -> bool:
         cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
@@ -406,7 +422,7 @@ class AsyncSocket:
                     return 0
                 raise self._os_error(exc, "receiving from") from exc
             if n == 0:
-                self._buf.feed_eof()
+                self._eof(flags)
             return n
 
     async def recv_line(
@@ -524,7 +540,7 @@ class AsyncSocket:
         if data:
             self._buf.feed(data)
             return True
-        self._buf.feed_eof()
+        self._eof(flags)
         return False
 
     async def skip(self, size: int, timeout: float | None = None) -> int:
@@ -626,7 +642,11 @@ class AsyncSocket:
                 self._nowait_error(exc, flags)
                 return None
             if n == 0:
-                self._buf.feed_eof()
+                try:
+                    self._eof(flags)
+                except OSError:
+                    self._buf.unread(bytes(view[:got]))  # the bytes stay for the next read
+                    raise
                 break
             got += n
         if got == size or self._buf.eof or (got and not self._buffered):
@@ -872,13 +892,13 @@ class AsyncSocket:
                     except OSError as exc:
                         raise with_address(exc, "renewing the socket connecting to", what) from last
                 try:
-                    await connect_raw(self._sock, sockaddr, self._waiter)
+                    self._reset_errno = await connect_raw(self._sock, sockaddr, self._waiter)
                 except OSError as exc:
                     if self._closed:
                         raise SocketClosedError(f"socket connecting to {what}") from exc
                     last = exc
                     continue
-                self._peer = self._format_addr(self._sock.getpeername())
+                self._peer = self._format_addr(sockaddr)
                 break
             else:
                 assert last is not None
@@ -1199,9 +1219,10 @@ async def dial(
     placeholder = _DialTimer(what, timeout)
     with placeholder:
         infos = await resolve(host, port, socket.AF_UNSPEC, kind, protocol)
-        raw = await happy_eyeballs(infos, what)
+        raw, sockaddr, reset = await happy_eyeballs(infos, what)
     result = AsyncSocket._adopt(raw, buffered)
-    result._peer = result._format_addr(raw.getpeername())
+    result._peer = result._format_addr(sockaddr)
+    result._reset_errno = reset
     return result
 
 

@@ -25,6 +25,7 @@ forever for an idle peer). A peer that closes without close_notify reads as clos
 from __future__ import annotations
 
 import collections
+import os
 import ssl
 import sys
 from typing import TYPE_CHECKING, Any
@@ -122,8 +123,12 @@ class _Handshake:
                     continue
                 if data:
                     self.incoming.write(data)
-                else:
-                    self.incoming.write_eof()
+                    continue
+                code = self.sock._reset_errno  # a reset that connect() took from the kernel
+                if code:
+                    self.sock._reset_errno = 0
+                    raise OSError(code, os.strerror(code)) from None
+                self.incoming.write_eof()
                 continue
             except ssl.SSLError:
                 self._flush_alert()
