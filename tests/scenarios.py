@@ -533,6 +533,32 @@ async def connect_ipv6(face: Face, transport: str) -> None:
                     assert await c.recv_line(timeout=LONG) == b"six"
 
 
+def _ipv4_only_name() -> str | None:
+    """``localhost`` if it resolves to IPv4 only (for an IPv6 socket: through mapped addresses)."""
+    try:
+        families = {info[0] for info in socket.getaddrinfo("localhost", 1)}
+    except OSError:
+        return None
+    return "localhost" if families == {socket.AF_INET} else None
+
+
+@scenario(marks=(needs_ipv6,))
+async def ipv6_socket_reaches_an_ipv4_name(face: Face, transport: str) -> None:
+    """An AF_INET6 socket reaches a name with IPv4 addresses only through ::ffff:a.b.c.d (Nim
+    resolves with AI_V4MAPPED there), as it does an IPv4 literal."""
+    name = _ipv4_only_name()
+    async with duonet_listener(face) as (lst, port):
+        for address in ("127.0.0.1", duonet.ipv4_loopback(), name):
+            if address is None:
+                continue  # this machine's localhost has an IPv6 address: nothing to map
+            async with opened(face.new_socket(socket.AF_INET6)) as s:
+                await s.connect(address, port, timeout=LONG)
+                assert s.get_peer_addr() == ("::ffff:127.0.0.1", port)
+                async with opened(await lst.accept(timeout=LONG)) as c:
+                    await s.send(b"mapped\n")
+                    assert await c.recv_line(timeout=LONG) == b"mapped"
+
+
 @scenario()
 async def dial_ipv4_and_localhost(face: Face, transport: str) -> None:
     async with duonet_listener(face) as (lst, port):

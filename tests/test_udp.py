@@ -275,6 +275,11 @@ def ipv4_mapped_sender(face: Face) -> Generator[Any, Any, None]:
     # and the IPv6 socket can send to an IPv4 address
     assert (yield dual.send_to("127.0.0.1", four_port, b"back")) == 4
     assert (yield four.recv_from(100, timeout=LONG)) == (b"back", "127.0.0.1", dual_port)
+    # and to a name with IPv4 addresses only (through the mapped form, as Nim resolves)
+    infos = socket.getaddrinfo("localhost", four_port, type=socket.SOCK_DGRAM)
+    if {info[0] for info in infos} == {socket.AF_INET}:
+        assert (yield dual.send_to("localhost", four_port, b"name")) == 4
+        assert (yield four.recv_from(100, timeout=LONG)) == (b"name", "127.0.0.1", dual_port)
 
 
 @scenario

@@ -47,11 +47,9 @@ async def resolve(
     host = host_text(address)
     if not isinstance(host, str):
         raise TypeError(f"address must be str or IpAddress, not {type(address).__name__}")
-    flags: int
-    if family == socket.AF_INET6 and host and "." in host and ":" not in host:
-        flags = socket.AI_V4MAPPED  # an IPv4 literal on an IPv6 socket: use the mapped form
-    else:
-        flags = 0
+    # An IPv6 socket reaches IPv4 hosts through mapped addresses (::ffff:a.b.c.d), used when a
+    # name has no IPv6 address (as Nim does on Linux); an IPv4 literal is mapped too.
+    flags = getattr(socket, "AI_V4MAPPED", 0) if family == socket.AF_INET6 else 0
     infos: list[tuple[Any, Any, int, str, Any]]
     try:
         try:

@@ -866,10 +866,11 @@ class AsyncSocket:
     ) -> None:
         """Connect to ``address`` (host name or IP) and ``port``, trying every resolved address.
 
-        Only addresses of this socket's family are tried (``dial`` tries every family). A socket
-        wrapped with :func:`wrap_socket` then does its TLS handshake, with ``address`` used for
-        SNI and certificate verification. Succeeds once the TCP handshake completed: a reset sent
-        right after shows up in the next read or write.
+        Only addresses of this socket's family are tried (``dial`` tries every family); an
+        ``AF_INET6`` socket reaches IPv4-only hosts as ``::ffff:a.b.c.d``. A socket wrapped with
+        :func:`wrap_socket` then does its TLS handshake, with ``address`` used for SNI and
+        certificate verification. Succeeds once the TCP handshake completed: a reset sent right
+        after shows up in the next read or write.
 
         Raises:
             TimeoutError: resolving, connecting and handshaking took longer than ``timeout``.
