@@ -682,6 +682,55 @@ async def test_accept_timeout_loses_no_client(
             client.close()
 
 
+async def test_accept_timeout_zero_hands_out_a_handshake_already_in(
+    face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext
+) -> None:
+    """SPEC: timeout 0 succeeds with what has already arrived, the kernel's included: a client
+    whose Finished waits in the kernel is handed out without waiting."""
+    with anyio.fail_after(BODY):
+        listener = face.listener(tls_server_ctx)
+        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
+        try:
+            client.sock.sendall(client.client_hello())
+            with pytest.raises(TimeoutError):
+                await listener.accept(timeout=0.3)  # the server answers, then waits
+            await anyio.to_thread.run_sync(client.finish)
+            await anyio.sleep(0.1)  # the client's Finished has reached the server's kernel
+            async with await listener.accept(timeout=0) as conn:
+                assert conn.got_handshake()
+                await conn.send(b"in\n")
+                assert await anyio.to_thread.run_sync(client.read) == b"in\n"
+            with pytest.raises(TimeoutError):
+                await listener.accept(timeout=0)  # nobody else
+        finally:
+            client.close()
+
+
+async def test_a_parked_handshake_is_not_timed_out_while_nobody_accepts(
+    face: Face, tls_files: TlsFiles
+) -> None:
+    """``handshake_timeout`` counts the time ``accept`` spends on a client, not the time the
+    server spends elsewhere between two ``accept`` calls: a client that answers as soon as the
+    next ``accept`` runs is handed out, not dropped."""
+    ctx = new_context(cert_file=tls_files.cert, key_file=tls_files.key)
+    ctx.handshake_timeout = 1.0
+    with anyio.fail_after(BODY):
+        listener = face.listener(ctx)
+        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
+        try:
+            client.sock.sendall(client.client_hello())
+            with pytest.raises(TimeoutError):
+                await listener.accept(timeout=0.2)  # 0.2 s of the client's 1 s spent
+            await anyio.sleep(1.5)  # the server is busy: past the client's timeout
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, client.finish)
+                conn = await listener.accept(timeout=STEP)
+            async with conn:
+                assert conn.got_handshake()
+        finally:
+            client.close()
+
+
 # -- mutual TLS --------------------------------------------------------------------------------
 
 

@@ -206,8 +206,9 @@ class SslContext:
         self._session_id_context = ""
         self._destroyed = False
         #: Seconds a TLS listener gives each client to complete its handshake (duonet's
-        #: addition; Nim has no limit). A client that takes longer is dropped by ``accept``
-        #: (or its ``SslError`` raised, without ``SAFE_DISCONN``).
+        #: addition; Nim has no limit), counted while an ``accept`` drives it (not while the
+        #: server is busy between two calls). A client that takes longer is dropped by
+        #: ``accept`` (or its ``SslError`` raised, without ``SAFE_DISCONN``).
         self.handshake_timeout: float = 30.0
 
     @property

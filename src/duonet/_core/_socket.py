@@ -1012,6 +1012,12 @@ class AsyncSocket:
         # A client already waiting in the backlog of a plain listener (TLS needs the loop).
         if self._closed or self._ssl_context is not None:
             return None
+        return self._accept_raw_nowait(flags, inheritable)
+
+    def _accept_raw_nowait(
+        self, flags: SocketFlag, inheritable: bool
+    ) -> tuple[AsyncSocket, str] | None:
+        """The next client waiting in the backlog, or None; a TLS listener's caller handshakes."""
         while True:
             try:
                 conn, addr = self._sock.accept()

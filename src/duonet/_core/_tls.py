@@ -81,7 +81,8 @@ class _Handshake:
         self._unsent = b""
         self.psk_identity = ""
 
-    async def _flush(self) -> None:
+    def _send_nowait(self) -> None:
+        """Send what the handshake has to say, as far as the kernel takes it now."""
         if self.outgoing.pending:
             self._unsent += self.outgoing.read()
         raw = self.sock._sock
@@ -89,9 +90,59 @@ class _Handshake:
             try:
                 sent = raw.send(self._unsent)
             except (BlockingIOError, InterruptedError):
-                await self.sock._waiter.writable()
-                continue
+                return
             self._unsent = self._unsent[sent:]
+
+    async def _flush(self) -> None:
+        self._send_nowait()
+        while self._unsent:
+            await self.sock._waiter.writable()
+            self._send_nowait()
+
+    def _step(self) -> None:
+        """One ``do_handshake``; raises ``ssl.SSLWantReadError`` until the peer has said more."""
+        with self.ctx._capture_psk_identity() as captured:
+            try:
+                self.sslobj.do_handshake()
+            finally:  # TLS 1.3 asks for the PSK in an early step, not the last one
+                if captured:
+                    self.psk_identity = captured[-1]
+
+    def _feed(self, data: bytes) -> None:
+        """Give the handshake what a read returned (b"": the end of the stream, or a reset
+        that ``connect`` took from the kernel)."""
+        if data:
+            self.incoming.write(data)
+            return
+        code = self.sock._reset_errno
+        if code:
+            self.sock._reset_errno = 0
+            raise OSError(code, os.strerror(code)) from None
+        self.incoming.write_eof()
+
+    def advance_nowait(self) -> bool:
+        """Take the handshake as far as the bytes already received allow, never waiting.
+
+        True once it is complete and its last flight handed to the kernel; raises what
+        :meth:`run` would raise.
+        """
+        raw = self.sock._sock
+        while True:
+            try:
+                self._step()
+            except ssl.SSLWantReadError:
+                self._send_nowait()
+                try:
+                    data = raw.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    return False
+                self._feed(data)
+                continue
+            except ssl.SSLError:
+                self._flush_alert()
+                raise
+            self._send_nowait()
+            return not self._unsent  # the rest goes out when run() resumes
 
     def _flush_alert(self) -> None:
         # Best effort, never waits: tell the peer why (an alert record) before we close.
@@ -108,12 +159,7 @@ class _Handshake:
         raw = self.sock._sock
         while True:
             try:
-                with self.ctx._capture_psk_identity() as captured:
-                    try:
-                        self.sslobj.do_handshake()
-                    finally:  # TLS 1.3 asks for the PSK in an early step, not the last one
-                        if captured:
-                            self.psk_identity = captured[-1]
+                self._step()
             except ssl.SSLWantReadError:
                 await self._flush()
                 try:
@@ -121,14 +167,7 @@ class _Handshake:
                 except (BlockingIOError, InterruptedError):
                     await self.sock._waiter.readable()
                     continue
-                if data:
-                    self.incoming.write(data)
-                    continue
-                code = self.sock._reset_errno  # a reset that connect() took from the kernel
-                if code:
-                    self.sock._reset_errno = 0
-                    raise OSError(code, os.strerror(code)) from None
-                self.incoming.write_eof()
+                self._feed(data)
                 continue
             except ssl.SSLError:
                 self._flush_alert()
@@ -239,15 +278,20 @@ async def client_handshake(core: AsyncSocket, host: str) -> None:
 
 
 class _Pending:
-    """A client accepted by a TLS listener whose handshake is not finished yet."""
+    """A client accepted by a TLS listener whose handshake is not finished yet.
 
-    __slots__ = ("address", "client", "deadline", "handshake")
+    ``remaining`` is what is left of its ``handshake_timeout``: the clock runs only while an
+    ``accept`` drives the handshake, so a client parked while the server is busy elsewhere is
+    not timed out for the server's delay.
+    """
 
-    def __init__(self, client: AsyncSocket, address: str, handshake: _Handshake, deadline: float):
+    __slots__ = ("address", "client", "handshake", "remaining")
+
+    def __init__(self, client: AsyncSocket, address: str, handshake: _Handshake, limit: float):
         self.client = client
         self.address = address
         self.handshake = handshake
-        self.deadline = deadline
+        self.remaining = limit
 
 
 class _ListenerState:
@@ -275,15 +319,79 @@ async def tls_accept(
     Handshakes run concurrently while ``accept`` waits; one that stalls delays nobody. A client
     whose handshake fails or times out is closed and skipped under ``SAFE_DISCONN``; without it,
     its ``SslError`` is raised. Handshakes still under way when ``accept`` returns (or times out)
-    are kept and driven on by the next ``accept``: no client is lost.
+    are kept and driven on by the next ``accept``: no client is lost. Every call first takes
+    each handshake as far as what has already arrived allows, so ``timeout=0`` hands out a
+    client whose handshake is in.
     """
     state: _ListenerState = listener._tls_state
+    if not state.ready:
+        _advance_nowait(listener, state, flags, inheritable)
     while not state.ready:
         await _drive_handshakes(listener, state, flags, inheritable)
     item = state.ready.popleft()
     if isinstance(item, BaseException):
         raise item
     return item
+
+
+def _park(
+    listener: AsyncSocket, state: _ListenerState, client: AsyncSocket, address: str
+) -> _Pending:
+    """Start the server handshake of a client just accepted by a TLS listener."""
+    ctx = listener._ssl_context
+    assert ctx is not None
+    client._ssl_context = ctx
+    client._tls_server_side = True
+    try:
+        handshake = _Handshake(client, ctx, True, None)
+    except ssl.SSLError as exc:
+        client._close_now()
+        raise ssl_error_from(exc, client._describe()) from exc
+    item = _Pending(client, address, handshake, float(ctx.handshake_timeout))
+    state.pending.append(item)
+    return item
+
+
+def _settle(
+    state: _ListenerState, item: _Pending, error: BaseException | None, flags: SocketFlag
+) -> bool:
+    """A handshake ended: hand the client (or its error) to ``accept``; True if it got one."""
+    state.pending.remove(item)
+    if error is None:
+        item.handshake.install()
+        state.ready.append((item.client, item.address))
+        return True
+    item.client._close_now()
+    if SocketFlag.SAFE_DISCONN in flags:
+        return False
+    state.ready.append(error)
+    return True
+
+
+def _handshake_error(item: _Pending, exc: BaseException) -> SslError:
+    error = ssl_error_from(exc, item.client._describe())
+    error.__cause__ = exc
+    return error
+
+
+def _advance_nowait(
+    listener: AsyncSocket, state: _ListenerState, flags: SocketFlag, inheritable: bool
+) -> None:
+    """Take every handshake (the backlog's included) as far as the bytes already received
+    allow, without waiting (nor spending any client's ``handshake_timeout``)."""
+    while True:
+        accepted = listener._accept_raw_nowait(flags, inheritable)
+        if accepted is None:
+            break
+        _park(listener, state, *accepted)
+    for item in list(state.pending):
+        try:
+            if not item.handshake.advance_nowait():
+                continue
+        except _HANDSHAKE_ERRORS as exc:
+            _settle(state, item, _handshake_error(item, exc), flags)
+            continue
+        _settle(state, item, None, flags)
 
 
 async def _drive_handshakes(
@@ -295,12 +403,15 @@ async def _drive_handshakes(
 
     async def drive(item: _Pending) -> None:
         error: BaseException | None = None
-        with anyio.CancelScope(deadline=item.deadline) as scope:
-            try:
-                await item.handshake.run()
-            except _HANDSHAKE_ERRORS as exc:
-                error = ssl_error_from(exc, item.client._describe())
-                error.__cause__ = exc
+        start = anyio.current_time()
+        try:
+            with anyio.CancelScope(deadline=start + item.remaining) as scope:
+                try:
+                    await item.handshake.run()
+                except _HANDSHAKE_ERRORS as exc:
+                    error = _handshake_error(item, exc)
+        finally:
+            item.remaining -= anyio.current_time() - start
         if scope.cancelled_caught:
             error = SslError(
                 f"TLS handshake with {item.client._describe()} timed out after {limit:g} s"
@@ -308,30 +419,13 @@ async def _drive_handshakes(
         if listener._closed:  # close() already closed every parked client
             item.client._close_now()
             return
-        state.pending.remove(item)
-        if error is None:
-            item.handshake.install()
-            state.ready.append((item.client, item.address))
-        else:
-            item.client._close_now()
-            if SocketFlag.SAFE_DISCONN in flags:
-                return
-            state.ready.append(error)
-        tg.cancel_scope.cancel()
+        if _settle(state, item, error, flags):
+            tg.cancel_scope.cancel()
 
     async def acceptor() -> None:
         while True:
             client, address = await listener._accept_plain(flags, inheritable)
-            client._ssl_context = ctx
-            client._tls_server_side = True
-            try:
-                handshake = _Handshake(client, ctx, True, None)
-            except ssl.SSLError as exc:
-                client._close_now()
-                raise ssl_error_from(exc, client._describe()) from exc
-            item = _Pending(client, address, handshake, anyio.current_time() + limit)
-            state.pending.append(item)
-            tg.start_soon(drive, item)
+            tg.start_soon(drive, _park(listener, state, client, address))
 
     try:
         async with anyio.create_task_group() as tg:
