@@ -208,13 +208,14 @@ async def test_tls_half_close(face: Face, tls_files: TlsFiles, tls_client_ctx: S
 # -- a peer that stalls forever -----------------------------------------------------------------
 
 
-async def bounded(call: Callable[[], Any], timeout: float = SHORT) -> None:
+async def bounded(call: Callable[[], Any], timeout: float = SHORT) -> TimeoutError:
     """``call()`` must raise ``TimeoutError`` no sooner than ``timeout`` and not much later."""
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError) as info:
         await call()
     elapsed = time.monotonic() - start
     assert timeout * 0.8 <= elapsed < timeout + SLACK, elapsed
+    return info.value
 
 
 async def test_plain_stall_every_call_is_bounded(face: Face) -> None:
@@ -258,10 +259,14 @@ async def test_tls_stall_every_call_is_bounded(
         with socket.create_server(("127.0.0.1", 0)) as mute:
             s = face.new_socket()
             wrap(tls_client_ctx, s)
+            where = f"127.0.0.1:{mute.getsockname()[1]}"
             try:
-                await bounded(lambda: s.connect("127.0.0.1", mute.getsockname()[1], timeout=SHORT))
+                error = await bounded(
+                    lambda: s.connect("127.0.0.1", mute.getsockname()[1], timeout=SHORT)
+                )
             finally:
                 await s.close()
+            assert str(error).count(where) == 1, error  # named once, in "connect to ..."
         # STARTTLS towards a silent peer, in both roles.
         for role in (SslHandshakeType.CLIENT, SslHandshakeType.SERVER):
             async with stream_pair(face) as (s, _conn):

@@ -99,8 +99,10 @@ class _Deadline:
             raise SocketClosedError(f"socket {self._sock._describe()}") from None
 
     def _message(self) -> str:
+        where = self._sock._describe()
+        head = self._what if where in self._what else f"{self._what} on {where}"
         return (
-            f"{self._what} on {self._sock._describe()} timed out after {self._timeout:g} s "
+            f"{head} timed out after {self._timeout:g} s "
             "(everything received so far stays buffered)"
         )
 
