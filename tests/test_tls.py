@@ -660,15 +660,7 @@ async def test_accept_timeout_loses_no_client(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext
 ) -> None:
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        with pytest.raises(TimeoutError):
-            await listener.accept(timeout=0.1)  # nobody there
-        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
-        try:
-            client.sock.sendall(client.client_hello())
-            # The server answers the ClientHello, then waits for the client's Finished.
-            with pytest.raises(TimeoutError):
-                await listener.accept(timeout=0.3)
+        async with waiting_for_finished(face, tls_server_ctx, tls_files, 0.3) as (listener, client):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(anyio.to_thread.run_sync, client.finish)
                 conn = await listener.accept(timeout=STEP)
@@ -678,8 +670,25 @@ async def test_accept_timeout_loses_no_client(
                 assert await anyio.to_thread.run_sync(client.read) == b"still here\n"
                 await anyio.to_thread.run_sync(client.write, b"and you\n")
                 assert await conn.recv_line() == b"and you"
-        finally:
-            client.close()
+
+
+@contextlib.asynccontextmanager
+async def waiting_for_finished(
+    face: Face, ctx: SslContext, files: TlsFiles, spent: float
+) -> AsyncIterator[tuple[Sock, ManualClient]]:
+    """A TLS listener, and a client whose ClientHello an ``accept`` answered before timing out
+    after ``spent`` seconds (nobody was there before): the server waits for its Finished."""
+    listener = face.listener(ctx)
+    with pytest.raises(TimeoutError):
+        await listener.accept(timeout=0.1)  # nobody there
+    client = ManualClient(listener.port, stdlib_client_context(files.ca))
+    try:
+        client.sock.sendall(client.client_hello())
+        with pytest.raises(TimeoutError):
+            await listener.accept(timeout=spent)
+        yield listener, client
+    finally:
+        client.close()
 
 
 async def test_accept_timeout_zero_hands_out_a_handshake_already_in(
@@ -688,12 +697,7 @@ async def test_accept_timeout_zero_hands_out_a_handshake_already_in(
     """SPEC: timeout 0 succeeds with what has already arrived, the kernel's included: a client
     whose Finished waits in the kernel is handed out without waiting."""
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
-        try:
-            client.sock.sendall(client.client_hello())
-            with pytest.raises(TimeoutError):
-                await listener.accept(timeout=0.3)  # the server answers, then waits
+        async with waiting_for_finished(face, tls_server_ctx, tls_files, 0.3) as (listener, client):
             await anyio.to_thread.run_sync(client.finish)
             await anyio.sleep(0.1)  # the client's Finished has reached the server's kernel
             async with await listener.accept(timeout=0) as conn:
@@ -702,8 +706,6 @@ async def test_accept_timeout_zero_hands_out_a_handshake_already_in(
                 assert await anyio.to_thread.run_sync(client.read) == b"in\n"
             with pytest.raises(TimeoutError):
                 await listener.accept(timeout=0)  # nobody else
-        finally:
-            client.close()
 
 
 async def test_a_parked_handshake_is_not_timed_out_while_nobody_accepts(
@@ -715,20 +717,14 @@ async def test_a_parked_handshake_is_not_timed_out_while_nobody_accepts(
     ctx = new_context(cert_file=tls_files.cert, key_file=tls_files.key)
     ctx.handshake_timeout = 1.0
     with anyio.fail_after(BODY):
-        listener = face.listener(ctx)
-        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
-        try:
-            client.sock.sendall(client.client_hello())
-            with pytest.raises(TimeoutError):
-                await listener.accept(timeout=0.2)  # 0.2 s of the client's 1 s spent
+        # 0.1 + 0.2 s of the client's 1 s are spent in the two accept calls that time out.
+        async with waiting_for_finished(face, ctx, tls_files, 0.2) as (listener, client):
             await anyio.sleep(1.5)  # the server is busy: past the client's timeout
             async with anyio.create_task_group() as tg:
                 tg.start_soon(anyio.to_thread.run_sync, client.finish)
                 conn = await listener.accept(timeout=STEP)
             async with conn:
                 assert conn.got_handshake()
-        finally:
-            client.close()
 
 
 # -- mutual TLS --------------------------------------------------------------------------------
