@@ -114,7 +114,11 @@ class LineModel:
         return n
 
     def unread(self, data: bytes) -> None:
-        self.buf[:0] = data
+        """Give back what the last ``take_line`` consumed: the state before it (a lone ``\\r``
+        that ended the line is back in the buffer, so no ``\\n`` is pending any more)."""
+        if data:
+            self.buf[:0] = data
+            self.skip_lf = False
 
     # -- what a socket fed the whole stream (then EOF) must answer --
 
