@@ -12,6 +12,8 @@ import os
 import queue
 import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -447,6 +449,33 @@ def test_listen_tls_echo_with_openssl_client(tls_files: dict[str, str]) -> None:
         if client is not None:
             stop(client)
         stop(listener)
+
+
+def test_listen_echo_reports_failing_clients_and_goes_on(tls_files: dict[str, str]) -> None:
+    port = free_port()
+    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
+    proc = start(cli(*args, "--echo"))
+    try:
+        wait_listening(port, proc)
+        with dial(port, proc) as http:  # plaintext: its handshake fails
+            http.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert b"HTTP" not in recv_all(http)
+        ctx = ssl.create_default_context(cafile=tls_files["ca"])
+        for line in (b"one\n", b"two\n"):
+            with ctx.wrap_socket(dial(port, proc), server_hostname="localhost") as good:
+                good.sendall(line)
+                assert good.recv(100) == line
+                if line == b"one\n":  # then it resets in the middle of a session
+                    good.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # Clients are served one after another: "two" was echoed, so the reset was handled.
+        proc.kill()
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        stop(proc)
+    text = err.decode()
+    assert "http" in text.lower(), text  # the failed handshake, with OpenSSL's reason
+    assert "reset" in text.lower(), text  # the reset client
+    assert text.count("connection from 127.0.0.1") == 2, text
 
 
 # -- nc / socat ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from ._blocking import Socket, new_socket
 from ._core._tls import wrap_socket
-from ._enums import SOBool
+from ._enums import SOBool, SocketFlag
 from ._errors import SslError
 from ._ip import parse_ip_address
 from ._tls import SslCVerifyMode, new_context
@@ -49,11 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--echo", action="store_true", help="echo lines back, serve many clients")
 
     udp = sub.add_parser("udp", help="send or receive one UDP datagram")
-    udp.add_argument("action", choices=["send", "recv"])
-    udp.add_argument("host")
-    udp.add_argument("port", type=int)
-    udp.add_argument("message", nargs="?", default="")
-    udp.add_argument("--timeout", type=float, default=None)
+    udp_sub = udp.add_subparsers(dest="action", required=True)
+    send = udp_sub.add_parser("send", help="send MESSAGE (empty if left out) to HOST PORT")
+    send.add_argument("host")
+    send.add_argument("port", type=int)
+    send.add_argument("message", nargs="?", default="")
+    recv = udp_sub.add_parser("recv", help="bind HOST PORT, print one datagram and its sender")
+    recv.add_argument("host")
+    recv.add_argument("port", type=int)
+    recv.add_argument("--timeout", type=float, default=None, help="seconds to wait")
 
     ip = sub.add_parser("ip", help="IP address tools")
     ip.add_argument("action", choices=["parse"])
@@ -205,12 +209,13 @@ def _listen(args: argparse.Namespace) -> int:
         listener.listen()
         print(f"listening on {args.address}:{listener.get_local_addr()[1]}", file=sys.stderr)
         sys.stderr.flush()
+        # No SAFE_DISCONN: a client that fails its handshake or resets is reported (one line on
+        # stderr) instead of being skipped in silence, and the listener goes on serving.
+        loud = SocketFlag(0)
         while True:
             try:
-                client, address = listener.accept_addr()
-            except SslError as exc:  # a client failed the handshake: report it, keep serving
-                if not args.echo:
-                    raise
+                client, address = listener.accept_addr(flags=loud)
+            except (SslError, ConnectionError) as exc:
                 print(f"duonet: {_reason(exc)}", file=sys.stderr)
                 continue
             print(f"connection from {address}", file=sys.stderr)
@@ -220,8 +225,8 @@ def _listen(args: argparse.Namespace) -> int:
                     _relay(client, False, None)
                     return 0
                 try:
-                    while line := client.recv_line():
-                        client.send((b"" if line == b"\r\n" else line) + b"\n")
+                    while line := client.recv_line(flags=loud):
+                        client.send((b"" if line == b"\r\n" else line) + b"\n", flags=loud)
                 except OSError as exc:  # one client's failure does not stop the server
                     print(f"duonet: {_reason(exc)}", file=sys.stderr)
 
