@@ -101,7 +101,7 @@ SslClientGetPskFunc = Callable[[str | None], tuple[str, bytes]]
 #: ``g(identity)`` gives the PSK, ``b""`` to reject: the server's (Nim's ``SslServerGetPskFunc``).
 SslServerGetPskFunc = Callable[[str], bytes]
 
-_PSK_UNSUPPORTED: Final = "PSK needs Python >= 3.13 (ssl.SSLContext.set_psk_client_callback)"
+_PSK_UNSUPPORTED: Final = "PSK needs Python >= 3.13 (ssl.SSLContext.set_psk_{}_callback)"
 _MAX_SID_CTX_LENGTH: Final = 32  # OpenSSL's SSL_MAX_SID_CTX_LENGTH
 _NO_CA_FOUND: Final = "No SSL/TLS CA certificates found."
 
@@ -270,7 +270,7 @@ class SslContext:
     @client_get_psk_func.setter
     def client_get_psk_func(self, func: SslClientGetPskFunc | None) -> None:
         if func is not None and sys.version_info < (3, 13):
-            raise NotImplementedError(_PSK_UNSUPPORTED)
+            raise NotImplementedError(_PSK_UNSUPPORTED.format("client"))
         self._client_psk = func
         self._install_client_psk()
 
@@ -289,7 +289,7 @@ class SslContext:
     @server_get_psk_func.setter
     def server_get_psk_func(self, func: SslServerGetPskFunc | None) -> None:
         if func is not None and sys.version_info < (3, 13):
-            raise NotImplementedError(_PSK_UNSUPPORTED)
+            raise NotImplementedError(_PSK_UNSUPPORTED.format("server"))
         self._server_psk = func
         self._install_server_psk()
 
