@@ -1571,6 +1571,7 @@ async def send_to_reset_peer(face: Face, transport: str) -> None:
             await until_readable(s.fileno())  # the RST has arrived
             await s.send(b"hello", timeout=LONG)
             await s.send(b"hello" * 100_000, timeout=LONG)
+            assert s.read_line_nowait() == (DISCONNECTED, b"")  # as recv says: the end
             assert await s.recv(10, timeout=LONG) == b""
         async with opened(face.new_socket()) as s:
             await s.connect(p.host, p.port, timeout=LONG)

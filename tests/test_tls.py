@@ -1151,6 +1151,9 @@ async def test_send_to_a_reset_peer(
                 if flags is SAFE:
                     for _ in range(3):
                         await client.send(b"y" * 1000)
+                    poll = client.raw.read_line_nowait
+                    result = await anyio.to_thread.run_sync(poll) if face.blocking else poll()
+                    assert result == (ReadLineResult.DISCONNECTED, b"")
                     assert await client.recv(10) == b""
                 else:
                     error: OSError | None = None

@@ -231,8 +231,7 @@ class AsyncSocket:
         buf = self._buf
         if buf.eof:
             return False
-        if self._peer_gone:
-            buf.feed_eof()
+        if self._gone_nowait():
             return False
         tls = self._tls
         if tls is not None:
@@ -517,11 +516,17 @@ class AsyncSocket:
         """:meth:`_pull_nowait`, TLS included (in the loop's thread only: ``read_line_nowait``)."""
         if self._tls is None:
             return self._pull_nowait()
-        if self._buf.eof or self._closed:
+        if self._buf.eof or self._closed or self._gone_nowait():
             return False
         from ._tls import pull_nowait
 
         return pull_nowait(self, _CHUNK)
+
+    def _gone_nowait(self) -> bool:
+        """An earlier send found the peer gone: the stream has ended, as ``_fill`` says too."""
+        if self._peer_gone:
+            self._buf.feed_eof()
+        return self._peer_gone
 
     def _pull_nowait(self, flags: SocketFlag = SAFE_DISCONN) -> bool:
         """Move what the kernel already holds into the buffer (plain sockets; never waits).
@@ -529,7 +534,7 @@ class AsyncSocket:
         Returns True if bytes were added. A disconnection under ``flags`` reads as EOF; any other
         error is raised (the kernel reports it only once).
         """
-        if self._tls is not None or self._buf.eof or self._closed or self._peer_gone:
+        if self._tls is not None or self._buf.eof or self._closed or self._gone_nowait():
             return False
         try:
             data = self._sock.recv(_CHUNK)
