@@ -431,9 +431,12 @@ def _generic_tls_context() -> ssl.SSLContext:
 
 def _words(exc: BaseException) -> str:
     """An ``ssl.SSLError``'s text without the ``[LIB: REASON]`` prefix and ``(_ssl.c:N)`` tail."""
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    if not (isinstance(exc, OSError) and exc.strerror) and len(exc.args) == 1:
-        text = str(exc.args[0])  # set_ciphers: SSLError("No cipher can be selected.")
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    elif len(exc.args) == 1:  # set_ciphers: SSLError("No cipher can be selected.")
+        text = str(exc.args[0])
+    else:
+        text = str(exc)
     text = re.sub(r"^\[[^\]]*\]\s*", "", text)
     text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
     return text or type(exc).__name__
