@@ -170,7 +170,14 @@ class Socket:
             raise self._busy("reading") from None
         try:
             ready = self._buf.ready
-            if ready and max_length > 0:  # (an invalid max_length goes on to be rejected)
+            if ready:
+                if (
+                    timeout is not None
+                    or flags is not SAFE_DISCONN
+                    or max_length != MAX_LINE_LENGTH
+                ):
+                    # checked before the buffer is touched: a refused call takes nothing
+                    max_length = self._aio._check_line(timeout, flags, max_length, "recv_line")
                 line = ready.pop()
                 if len(line) <= max_length:
                     return line or EMPTY_LINE  # served from the buffer: no I/O, so no loop check

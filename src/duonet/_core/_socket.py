@@ -34,6 +34,20 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.tls import TLSStream
 
+from .._args import (
+    DataLike,
+    check_address,
+    check_bytes_view,
+    check_flags,
+    check_index,
+    check_max_length,
+    check_msg_flags,
+    check_path,
+    check_port,
+    check_size,
+    check_timeout,
+    describe,
+)
 from .._buffer import ReadBuffer
 from .._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
 from .._errors import (
@@ -56,7 +70,9 @@ SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 _NO_FLAGS = SocketFlag(0)
 #: How much one read asks the kernel for. Larger than Nim's 4000: fewer syscalls, same results.
 _CHUNK = 1 << 16
-_DataLike = str | bytes | bytearray | memoryview
+_DataLike = DataLike
+#: The largest datagram a UDP socket can receive (what ``recv_from`` allocates at most).
+_MAX_DATAGRAM = 65535
 
 
 class _Deadline:
@@ -146,6 +162,9 @@ class AsyncSocket:
         self._closed = False
         self._peer_gone = False
         self._reset_errno = 0  # a reset that connect() saw right after the handshake: see _eof
+        # A stream socket that was never connected (nor accepted) refuses reads and writes with
+        # ENOTCONN: SAFE_DISCONN covers a connection that was lost, never one that did not exist.
+        self._unconnected = sock.type == socket.SOCK_STREAM
         self._drained = False  # the last non-blocking read found nothing: wait before reading
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
@@ -174,6 +193,7 @@ class AsyncSocket:
         self = cls._adopt(sock, buffered, sock.get_inheritable())
         try:
             self._peer = self._format_addr(sock.getpeername())
+            self._unconnected = False
         except OSError:
             pass
         try:
@@ -216,6 +236,38 @@ class AsyncSocket:
         if self._closed:
             raise SocketClosedError(f"socket {self._describe()}")
         self._writing = True
+
+    def _check_io(self, size: object, timeout: object, flags: object, method: str) -> int:
+        """The arguments every stream read takes, checked before any I/O; ``size`` as an int."""
+        if type(size) is not int or size < 0:
+            size = check_size(size)
+        if timeout is not None:
+            check_timeout(timeout)
+        if type(flags) is not SocketFlag:
+            check_flags(flags, method)
+        if self._unconnected:
+            raise self._not_connected()
+        return size
+
+    def _check_line(self, timeout: object, flags: object, max_length: object, method: str) -> int:
+        """The arguments of a line read, checked before any I/O; ``max_length`` as an int."""
+        if timeout is not None:
+            check_timeout(timeout)
+        if type(flags) is not SocketFlag:
+            check_flags(flags, method)
+        if type(max_length) is not int or max_length < 1:
+            max_length = check_max_length(max_length)
+        if self._unconnected:
+            raise self._not_connected()
+        return max_length
+
+    def _not_connected(self) -> OSError:
+        if self._closed:
+            return SocketClosedError(f"socket {self._describe()}")
+        return OSError(
+            errno.ENOTCONN,
+            f"socket is not connected: call connect() first ({self._describe()})",
+        )
 
     def _os_error(self, exc: OSError, action: str) -> OSError:
         if self._closed or exc.errno in (errno.EBADF, errno.ENOTSOCK):
@@ -326,10 +378,11 @@ class AsyncSocket:
             ConnectionResetError: the peer reset the connection (without ``SAFE_DISCONN``).
             SocketClosedError: the socket is closed, or was closed during the call.
             BusyError: another task is reading this socket.
+            TypeError, ValueError: an argument of the wrong type or value (nothing was read).
+            OSError: ``ENOTCONN``, the socket was never connected.
         """
-        if size <= 0:
-            if size < 0:
-                raise ValueError(f"size must be >= 0, not {size}")
+        size = self._check_io(size, timeout, flags, "recv")
+        if size == 0:
             return b""
         self._begin_read()
         try:
@@ -373,12 +426,11 @@ class AsyncSocket:
         or timing out is safe: bytes already written into ``buffer`` are counted by
         nothing, so they are copied back into the socket's buffer for the next call.
         """
-        view = memoryview(buffer).cast("B")
-        if size is None:
-            size = len(view)
-        elif size > len(view):
+        view = _writable_view(buffer)
+        size = self._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
+        if size > len(view):
             raise ValueError(f"size {size} is larger than the buffer ({len(view)} bytes)")
-        if size <= 0:
+        if size == 0:
             return 0
         view = view[:size]
         self._begin_read()
@@ -450,13 +502,23 @@ class AsyncSocket:
 
         Raises:
             TimeoutError: no full line within the timeout (nothing was lost).
-            ValueError: ``max_length`` < 1.
+            ValueError: ``max_length`` < 1, or a NaN timeout (nothing was read).
+            TypeError: an argument of the wrong type (nothing was read).
             ConnectionResetError: the peer reset the connection (without ``SAFE_DISCONN``).
             SocketClosedError: the socket is closed, or was closed during the call.
             BusyError: another task is reading this socket.
+            OSError: ``ENOTCONN``, the socket was never connected.
         """
-        if self._reading or max_length < 1:
-            self._check_line_args(max_length)
+        if (
+            timeout is not None
+            or type(flags) is not SocketFlag
+            or type(max_length) is not int
+            or max_length < 1
+            or self._unconnected
+        ):
+            max_length = self._check_line(timeout, flags, max_length, "recv_line")
+        if self._reading:
+            raise BusyError(f"another task is already reading socket {self._describe()}")
         line = self._buf.take_line(max_length)
         if line is not None:
             return line
@@ -471,12 +533,6 @@ class AsyncSocket:
             return buf.take_rest_line(max_length)
         finally:
             self._reading = False
-
-    def _check_line_args(self, max_length: int) -> None:
-        if self._reading:
-            raise BusyError(f"another task is already reading socket {self._describe()}")
-        if max_length < 1:
-            raise ValueError(f"max_length must be at least 1, not {max_length}")
 
     async def read_line(
         self,
@@ -557,7 +613,8 @@ class AsyncSocket:
         cancelling or timing out leaves every received byte buffered for the next call (which
         means up to ``size`` bytes are held in memory meanwhile).
         """
-        if size <= 0:
+        size = self._check_io(size, timeout, SAFE_DISCONN, "skip")
+        if size == 0:
             return 0
         self._begin_read()
         try:
@@ -590,8 +647,9 @@ class AsyncSocket:
     def _recv_nowait(
         self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
     ) -> bytes | None:
+        size = self._check_io(size, timeout, flags, "recv")
         buf = self._buf
-        if size <= 0 or self._closed:
+        if size == 0 or self._closed:
             return None
         if self._type == socket.SOCK_DGRAM:
             return buf.take(size) if buf else self._recv_datagram_nowait(size, flags)
@@ -610,7 +668,15 @@ class AsyncSocket:
         flags: SocketFlag = SAFE_DISCONN,
         max_length: int = MAX_LINE_LENGTH,
     ) -> bytes | None:
-        if max_length < 1 or self._closed:
+        if (
+            timeout is not None
+            or type(flags) is not SocketFlag
+            or type(max_length) is not int
+            or max_length < 1
+            or self._unconnected
+        ):
+            max_length = self._check_line(timeout, flags, max_length, "recv_line")
+        if self._closed:
             return None
         line = self._buf.take_line(max_length)
         if line is None and self._pull_nowait(flags):
@@ -624,11 +690,9 @@ class AsyncSocket:
         timeout: float | None = None,
         flags: SocketFlag = SAFE_DISCONN,
     ) -> int | None:
-        if self._closed or self._tls is not None:
-            return None
-        view = memoryview(buffer).cast("B")
-        size = len(view) if size is None else size
-        if size <= 0 or size > len(view):
+        view = _writable_view(buffer)
+        size = self._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
+        if self._closed or self._tls is not None or size == 0 or size > len(view):
             return None
         view = view[:size]
         got = self._buf.take_into(view)
@@ -677,7 +741,8 @@ class AsyncSocket:
         raise self._os_error(exc, "receiving from") from exc
 
     def _skip_nowait(self, size: int, timeout: float | None = None) -> int | None:
-        if size <= 0 or self._closed:
+        size = self._check_io(size, timeout, SAFE_DISCONN, "skip")
+        if size == 0 or self._closed:
             return None
         buf = self._buf
         while len(buf) < size:
@@ -689,9 +754,13 @@ class AsyncSocket:
         self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
     ) -> _DataLike | None:
         """Send what the kernel takes now; None if all was sent, else what is left to send."""
-        if self._closed or self._tls is not None or self._peer_gone:
-            return data
-        view = _as_view(data)
+        view = check_bytes_view(data, "send")
+        if type(flags) is not SocketFlag:
+            check_flags(flags, "send")
+        if timeout is not None:
+            check_timeout(timeout)
+        if self._closed or self._tls is not None or self._peer_gone or self._unconnected:
+            return view
         try:
             sent = self._sock.send(view)
         except (BlockingIOError, InterruptedError):
@@ -714,8 +783,8 @@ class AsyncSocket:
             SocketClosedError: the socket is closed, or was closed during the call.
             BusyError: another task is reading this socket.
         """
-        if length < 0:
-            raise ValueError(f"length must be >= 0, not {length}")
+        length = check_size(length, "length")
+        check_timeout(timeout)
         self._begin_read()
         try:
             with _Deadline(self, timeout, "recv_from"):
@@ -730,10 +799,12 @@ class AsyncSocket:
     def _recv_from_nowait(
         self, length: int, timeout: float | None = None
     ) -> tuple[bytes, str, int] | None:
+        length = check_size(length, "length")
+        check_timeout(timeout)
         if self._closed:
             return None
         try:
-            data, addr = self._sock.recvfrom(length)
+            data, addr = self._sock.recvfrom(min(length, self._max_datagram()))
         except (BlockingIOError, InterruptedError):
             return None
         except OSError as exc:
@@ -742,6 +813,16 @@ class AsyncSocket:
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
         return data, host, port
+
+    def _max_datagram(self) -> int:
+        """The largest datagram this socket can receive: no larger buffer is ever allocated."""
+        if self._family in (socket.AF_INET, socket.AF_INET6):
+            return _MAX_DATAGRAM
+        try:  # a Unix datagram is bounded by the receive buffer
+            rcvbuf = int(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        except OSError:
+            return _MAX_DATAGRAM
+        return max(_MAX_DATAGRAM, rcvbuf)
 
     async def send_to(
         self, address: str | IpAddress, port: int, data: _DataLike, flags: int = 0
@@ -755,8 +836,10 @@ class AsyncSocket:
             OSError: no resolved address accepted it (the message names the address).
             socket.gaierror: the name does not resolve.
         """
-        view = _as_view(data)
-        host = host_text(address)
+        host = host_text(check_address(address))
+        port = check_port(port)
+        view = check_bytes_view(data, "send_to")
+        flags = check_msg_flags(flags)
         what = endpoint(host, port)
         self._begin_write()
         try:
@@ -796,7 +879,13 @@ class AsyncSocket:
             SocketClosedError: the socket is closed, or was closed during the call.
             BusyError: another task is writing this socket.
         """
-        view = _as_view(data)
+        view = check_bytes_view(data, "send")
+        if type(flags) is not SocketFlag:
+            check_flags(flags, "send")
+        if timeout is not None:
+            check_timeout(timeout)
+        if self._unconnected:
+            raise self._not_connected()
         self._begin_write()
         try:
             with _Deadline(self, timeout, "send"):
@@ -859,9 +948,16 @@ class AsyncSocket:
             )
 
     async def try_send(self, data: _DataLike) -> bool:
-        """Send all of ``data``; ``False`` instead of raising if that fails for any reason."""
+        """Send all of ``data``; ``False`` instead of raising if that fails.
+
+        A programming error is not a transient failure: wrong ``data`` raises ``TypeError``, and a
+        stream socket that was never connected raises ``OSError`` (``ENOTCONN``).
+        """
+        view = check_bytes_view(data, "try_send")
+        if self._unconnected:
+            raise self._not_connected()
         try:
-            await self.send(data, _NO_FLAGS)
+            await self.send(view, _NO_FLAGS)
         except (OSError, BusyError, ssl.SSLError):
             return False
         return True
@@ -886,8 +982,10 @@ class AsyncSocket:
             socket.gaierror: the name does not resolve.
             SslError: the TLS handshake failed (the reason is in the message).
         """
+        host = host_text(check_address(address))
+        port = check_port(port)
+        check_timeout(timeout)
         self._check_open()
-        host = host_text(address)
         what = endpoint(host, port)
         with _Deadline(self, timeout, f"connect to {what}"):
             infos = await resolve(host, port, self._family, self._type, self._sock.proto)
@@ -907,6 +1005,7 @@ class AsyncSocket:
                     last = exc
                     continue
                 self._peer = self._format_addr(sockaddr)
+                self._unconnected = False
                 break
             else:
                 assert last is not None
@@ -918,6 +1017,7 @@ class AsyncSocket:
 
     async def connect_unix(self, path: str | bytes) -> None:
         """Connect this ``AF_UNIX`` socket to ``path``."""
+        path = check_path(path)
         self._check_open()
         try:
             await connect_raw(self._sock, path, self._waiter)
@@ -926,9 +1026,11 @@ class AsyncSocket:
         except OSError as exc:
             raise with_address(exc, "connecting to", repr(path)) from exc
         self._peer = self._format_addr(path)
+        self._unconnected = False
 
     def bind_unix(self, path: str | bytes) -> None:
         """Bind this ``AF_UNIX`` socket to ``path`` (an existing file is not removed)."""
+        path = check_path(path)
         self._check_open()
         try:
             self._sock.bind(path)
@@ -937,8 +1039,9 @@ class AsyncSocket:
 
     def bind_addr(self, port: int = 0, address: str | IpAddress = "") -> None:
         """Bind to ``address`` and ``port``; ``""`` is every address of the socket's family."""
+        port = check_port(port)
+        host = host_text(check_address(address))
         self._check_open()
-        host = host_text(address)
         if not host:
             if self._family == socket.AF_INET:
                 host = "0.0.0.0"
@@ -957,6 +1060,7 @@ class AsyncSocket:
 
     def listen(self, backlog: int = socket.SOMAXCONN) -> None:
         """Start listening for connections (``accept`` then hands them out)."""
+        backlog = check_index(backlog, "backlog")
         self._check_open()
         try:
             self._sock.listen(backlog)
@@ -988,6 +1092,9 @@ class AsyncSocket:
     ) -> tuple[AsyncSocket, str]:
         """As :meth:`accept`, and the client's address as text (``""`` for an unnamed Unix
         client)."""
+        if type(flags) is not SocketFlag:
+            check_flags(flags, "accept")
+        check_timeout(timeout)
         self._begin_read()
         try:
             with _Deadline(self, timeout, "accept"):
@@ -1017,6 +1124,9 @@ class AsyncSocket:
         timeout: float | None = None,
     ) -> tuple[AsyncSocket, str] | None:
         # A client already waiting in the backlog of a plain listener (TLS needs the loop).
+        if type(flags) is not SocketFlag:
+            check_flags(flags, "accept")
+        check_timeout(timeout)
         if self._closed or self._ssl_context is not None:
             return None
         return self._accept_raw_nowait(flags, inheritable)
@@ -1054,6 +1164,7 @@ class AsyncSocket:
         self, conn: socket.socket, addr: Any, inheritable: bool
     ) -> tuple[AsyncSocket, str]:
         client = AsyncSocket._adopt(conn, self._buffered, inheritable)
+        client._unconnected = False
         if isinstance(addr, tuple):
             text = str(addr[0])
             if text.startswith("::ffff:") and "." in text:
@@ -1068,6 +1179,7 @@ class AsyncSocket:
 
     def get_sock_opt(self, opt: SOBool, level: int = socket.SOL_SOCKET) -> bool:
         """Read a boolean option. ``level`` defaults to the option's own (``NO_DELAY``: TCP)."""
+        _check_option(opt, level)
         self._check_open()
         if level == socket.SOL_SOCKET:
             level = opt.level
@@ -1075,6 +1187,7 @@ class AsyncSocket:
 
     def set_sock_opt(self, opt: SOBool, value: bool, level: int = socket.SOL_SOCKET) -> None:
         """Set a boolean option; works before and after ``connect``/``listen``."""
+        _check_option(opt, level)
         self._check_open()
         if level == socket.SOL_SOCKET:
             level = opt.level
@@ -1183,11 +1296,25 @@ class AsyncSocket:
         return f"<AsyncSocket fd={self.get_fd()} {state}{tls} {self._describe()}>"
 
 
-def _as_view(data: _DataLike) -> memoryview:
-    if isinstance(data, str):
-        return memoryview(data.encode())
-    view = memoryview(data)
+def _writable_view(buffer: object) -> memoryview:
+    """``buffer`` as a flat writable byte view (``recv_into``'s target)."""
+    try:
+        view = memoryview(buffer)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            "buffer must be a writable bytes-like object (bytearray, memoryview, array...), "
+            f"not {describe(buffer)}"
+        ) from None
+    if view.readonly:
+        raise TypeError(f"buffer must be writable, not read-only {describe(buffer)}")
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _check_option(opt: object, level: object) -> None:
+    if not isinstance(opt, SOBool):
+        raise TypeError(f"opt must be a SOBool (e.g. SOBool.REUSE_ADDR), not {describe(opt)}")
+    if type(level) is not int:
+        check_index(level, "level")
 
 
 def _addr_pair(addr: Any) -> tuple[str, int]:
@@ -1228,7 +1355,9 @@ async def dial(
     """
     sock_type = {socket.IPPROTO_TCP: socket.SOCK_STREAM, socket.IPPROTO_UDP: socket.SOCK_DGRAM}
     kind = sock_type.get(protocol, socket.SOCK_RAW)
-    host = host_text(address)
+    host = host_text(check_address(address))
+    port = check_port(port)
+    check_timeout(timeout)
     what = endpoint(host, port)
     placeholder = _DialTimer(what, timeout)
     with placeholder:
@@ -1236,6 +1365,7 @@ async def dial(
         raw, sockaddr, reset = await happy_eyeballs(infos, what)
     result = AsyncSocket._adopt(raw, buffered)
     result._peer = result._format_addr(sockaddr)
+    result._unconnected = False
     result._reset_errno = reset
     return result
 

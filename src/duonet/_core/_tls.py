@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Data flows through anyio's ``TLSStream`` layered over a :class:`RawSocketStream` of the socket.
-Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured in
-``../shared/anyio-notes.md`` §4:
+Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured with
+anyio 4.x:
 
 * a failed handshake must still send its alert to the peer (``TLSStream.wrap`` drops it, so the
   peer would hang until TCP closes);
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.tls import TLSStream
 
+from .._args import check_address, check_timeout, describe
 from .._enums import SocketFlag
 from .._errors import SocketClosedError, SslError
 from .._tls import SslContext, SslHandshakeType, ssl_error_from
@@ -245,9 +246,22 @@ async def wrap_connected_socket(
     from ._socket import _Deadline
 
     core = _as_core(sock)
+    if not isinstance(ctx, SslContext):
+        raise TypeError(f"ctx must be an SslContext, not {describe(ctx)}")
+    if not isinstance(handshake, SslHandshakeType):
+        raise TypeError(
+            f"handshake must be SslHandshakeType.CLIENT or .SERVER, not {describe(handshake)}"
+        )
+    if hostname:
+        hostname = str(check_address(hostname, "hostname"))
+    elif not isinstance(hostname, str):
+        raise TypeError(f"hostname must be a str, not {describe(hostname)}")
+    check_timeout(timeout)
     if core._ssl_context is not None:
         raise SslError(f"socket {core._describe()} is already wrapped with TLS")
     core._check_open()
+    if core._unconnected:
+        raise core._not_connected()
     server_side = handshake is SslHandshakeType.SERVER
     core._begin_read()
     try:
