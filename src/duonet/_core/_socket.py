@@ -11,9 +11,9 @@ Reads are cancel-safe by construction: a chunk returned by the kernel (or by TLS
 buffer before the next ``await``, and bytes leave the buffer only at a ``return``. So a timeout,
 a cancel scope or a closing task group at any ``await`` leaves every received byte buffered.
 
-Timeouts: one deadline per call (:class:`_Deadline`), covering every step of it. ``None`` or a
-negative number waits forever; ``0`` allows no wait at all (only what is buffered or already in
-the kernel is used).
+Timeouts: one deadline per call (``_deadline.Deadline``), covering every step of it. ``None`` or
+a negative number waits forever; ``0`` allows no wait at all (only what is buffered or already
+in the kernel is used).
 
 Concurrency: one reader and one writer at a time. A second concurrent reader (or writer) gets
 :class:`~duonet.BusyError` instead of interleaved bytes. ``close()`` from another task wakes a
@@ -58,6 +58,7 @@ from .._errors import (
     with_address,
 )
 from .._ip import IpAddress
+from ._deadline import Deadline
 from ._io import Waiter, connect_raw, renew_socket, send_all
 from ._resolve import endpoint, happy_eyeballs, host_text, resolve
 
@@ -75,52 +76,7 @@ _DataLike = DataLike
 _MAX_DATAGRAM = 65535
 
 
-class _Deadline:
-    """The one timeout of one call: enter once around the whole call body."""
-
-    __slots__ = ("_scope", "_sock", "_timeout", "_what")
-
-    def __init__(self, sock: AsyncSocket, timeout: float | None, what: str) -> None:
-        self._sock = sock
-        self._timeout = timeout
-        self._what = what
-        self._scope: anyio.CancelScope | None = None
-
-    def __enter__(self) -> _Deadline:
-        timeout = self._timeout
-        if timeout is None or timeout < 0:
-            return self
-        if timeout == 0:
-            self._sock._waiter.nowait = True
-            return self
-        self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
-        self._scope.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._sock._waiter.nowait = False
-        scope = self._scope
-        if scope is not None:
-            scope.__exit__(exc_type, exc, tb)  # swallows the cancellation it caused
-            if scope.cancelled_caught:
-                raise TimeoutError(self._message()) from None
-        if exc_type is anyio.WouldBlock:
-            raise TimeoutError(self._message()) from None
-        if exc_type is anyio.ClosedResourceError:
-            raise SocketClosedError(f"socket {self._sock._describe()}") from None
-
-    def _message(self) -> str:
-        where = self._sock._describe()
-        head = self._what if where in self._what else f"{self._what} on {where}"
-        return (
-            f"{head} timed out after {self._timeout:g} s "
-            "(everything received so far stays buffered)"
-        )
+_KEEPS = frozenset({"recv", "recv_into", "recv_line", "skip"})
 
 
 class AsyncSocket:
@@ -203,6 +159,10 @@ class AsyncSocket:
         return self
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None, what: str) -> Deadline:
+        """The one deadline of a call on this socket (``timeout=0``: the waiter will not wait)."""
+        return Deadline(timeout, what, self._waiter, self._describe, what in _KEEPS)
 
     def _describe(self) -> str:
         if self._peer:
@@ -390,7 +350,7 @@ class AsyncSocket:
             if self._type == socket.SOCK_DGRAM:
                 if buf:
                     return buf.take(size)
-                with _Deadline(self, timeout, "recv"):
+                with self._deadline(timeout, "recv"):
                     while True:
                         datagram = self._recv_datagram_nowait(size, flags)
                         if datagram is not None:
@@ -399,12 +359,12 @@ class AsyncSocket:
             if not self._buffered:
                 if buf:
                     return buf.take(size)
-                with _Deadline(self, timeout, "recv"):
+                with self._deadline(timeout, "recv"):
                     await self._fill(flags)
                 return buf.take(size)
             if len(buf) >= size:
                 return buf.take(size)
-            with _Deadline(self, timeout, "recv"):
+            with self._deadline(timeout, "recv"):
                 while len(buf) < size and await self._fill(flags):
                     pass
             return buf.take(size)
@@ -438,7 +398,7 @@ class AsyncSocket:
             got = self._buf.take_into(view)
             if got == size or (got and not self._buffered):
                 return got
-            with _Deadline(self, timeout, "recv_into"):
+            with self._deadline(timeout, "recv_into"):
                 try:
                     while got < size:
                         if self._tls is None and self._buf.direct_ok:
@@ -525,7 +485,7 @@ class AsyncSocket:
         self._begin_read()
         try:
             buf = self._buf
-            with _Deadline(self, timeout, "recv_line"):
+            with self._deadline(timeout, "recv_line"):
                 while await self._fill(flags):
                     line = buf.take_line(max_length)
                     if line is not None:
@@ -620,7 +580,7 @@ class AsyncSocket:
         try:
             buf = self._buf
             if len(buf) < size:
-                with _Deadline(self, timeout, "skip"):
+                with self._deadline(timeout, "skip"):
                     while len(buf) < size and await self._fill(SAFE_DISCONN):
                         pass
             return buf.discard(size)
@@ -787,7 +747,7 @@ class AsyncSocket:
         check_timeout(timeout)
         self._begin_read()
         try:
-            with _Deadline(self, timeout, "recv_from"):
+            with self._deadline(timeout, "recv_from"):
                 while True:
                     result = self._recv_from_nowait(length)
                     if result is not None:
@@ -843,7 +803,7 @@ class AsyncSocket:
         what = endpoint(host, port)
         self._begin_write()
         try:
-            with _Deadline(self, None, f"send_to {what}"):
+            with self._deadline(None, f"send_to {what}"):
                 infos = await resolve(host, port, self._family, self._type, self._sock.proto)
                 last: OSError | None = None
                 for _family, _type, _proto, sockaddr in infos:
@@ -888,7 +848,7 @@ class AsyncSocket:
             raise self._not_connected()
         self._begin_write()
         try:
-            with _Deadline(self, timeout, "send"):
+            with self._deadline(timeout, "send"):
                 if self._tls is not None:
                     await self._send_tls(view, flags)
                     return
@@ -987,7 +947,7 @@ class AsyncSocket:
         check_timeout(timeout)
         self._check_open()
         what = endpoint(host, port)
-        with _Deadline(self, timeout, f"connect to {what}"):
+        with self._deadline(timeout, f"connect to {what}"):
             infos = await resolve(host, port, self._family, self._type, self._sock.proto)
             last: OSError | None = None
             for _family, _type, _proto, sockaddr in infos:
@@ -1097,7 +1057,7 @@ class AsyncSocket:
         check_timeout(timeout)
         self._begin_read()
         try:
-            with _Deadline(self, timeout, "accept"):
+            with self._deadline(timeout, "accept"):
                 if self._ssl_context is not None:
                     from ._tls import _ListenerState, tls_accept
 
@@ -1359,8 +1319,7 @@ async def dial(
     port = check_port(port)
     check_timeout(timeout)
     what = endpoint(host, port)
-    placeholder = _DialTimer(what, timeout)
-    with placeholder:
+    with Deadline(timeout, f"dial {what}"):
         infos = await resolve(host, port, socket.AF_UNSPEC, kind, protocol)
         raw, sockaddr, reset = await happy_eyeballs(infos, what)
     result = AsyncSocket._adopt(raw, buffered)
@@ -1368,24 +1327,3 @@ async def dial(
     result._unconnected = False
     result._reset_errno = reset
     return result
-
-
-class _DialTimer:
-    """The deadline of :func:`dial` (there is no socket yet to hang it on)."""
-
-    def __init__(self, what: str, timeout: float | None) -> None:
-        self._what = what
-        self._timeout = timeout
-        self._scope: anyio.CancelScope | None = None
-
-    def __enter__(self) -> None:
-        timeout = self._timeout
-        if timeout is not None and timeout >= 0:
-            self._scope = anyio.CancelScope(deadline=anyio.current_time() + timeout)
-            self._scope.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._scope is not None:
-            self._scope.__exit__(*exc_info)
-            if self._scope.cancelled_caught:
-                raise TimeoutError(f"dial {self._what} timed out after {self._timeout:g} s")

@@ -243,8 +243,6 @@ async def wrap_connected_socket(
         SslError: the handshake failed (the reason and the peer are in the message).
         TimeoutError: it took longer than ``timeout``.
     """
-    from ._socket import _Deadline
-
     core = _as_core(sock)
     if not isinstance(ctx, SslContext):
         raise TypeError(f"ctx must be an SslContext, not {describe(ctx)}")
@@ -270,7 +268,7 @@ async def wrap_connected_socket(
         core._tls_server_side = server_side
         peer_name = None if server_side else (hostname or None)
         state = _Handshake(core, ctx, server_side, peer_name, leftover)
-        with _Deadline(core, timeout, "TLS handshake"):
+        with core._deadline(timeout, "TLS handshake"):
             try:
                 await state.run()
             except _HANDSHAKE_ERRORS as exc:
