@@ -35,6 +35,7 @@ from ._tls import SslContext, SslHandshakeType
 __all__ = ("Socket", "dial", "new_socket", "wrap_connected_socket")
 
 SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+_MAX_LINE = MAX_LINE_LENGTH  # the default's own object: `is` tells the default apart cheaply
 T = TypeVar("T")
 _call = _portal.call
 
@@ -171,11 +172,7 @@ class Socket:
         try:
             ready = self._buf.ready
             if ready:
-                if (
-                    timeout is not None
-                    or flags is not SAFE_DISCONN
-                    or max_length != MAX_LINE_LENGTH
-                ):
+                if timeout is not None or flags is not SAFE_DISCONN or max_length is not _MAX_LINE:
                     # checked before the buffer is touched: a refused call takes nothing
                     max_length = self._aio._check_line(timeout, flags, max_length, "recv_line")
                 line = ready.pop()

@@ -469,19 +469,15 @@ class AsyncSocket:
             BusyError: another task is reading this socket.
             OSError: ``ENOTCONN``, the socket was never connected.
         """
-        if (
-            timeout is not None
-            or type(flags) is not SocketFlag
-            or type(max_length) is not int
-            or max_length < 1
-            or self._unconnected
-        ):
+        if timeout is not None or flags is not SAFE_DISCONN or max_length is not MAX_LINE_LENGTH:
             max_length = self._check_line(timeout, flags, max_length, "recv_line")
         if self._reading:
             raise BusyError(f"another task is already reading socket {self._describe()}")
-        line = self._buf.take_line(max_length)
+        line = self._buf.take_line(max_length)  # (a never-connected socket has nothing buffered)
         if line is not None:
             return line
+        if self._unconnected:
+            raise self._not_connected()
         self._begin_read()
         try:
             buf = self._buf
@@ -628,14 +624,10 @@ class AsyncSocket:
         flags: SocketFlag = SAFE_DISCONN,
         max_length: int = MAX_LINE_LENGTH,
     ) -> bytes | None:
-        if (
-            timeout is not None
-            or type(flags) is not SocketFlag
-            or type(max_length) is not int
-            or max_length < 1
-            or self._unconnected
-        ):
+        if timeout is not None or flags is not SAFE_DISCONN or max_length is not MAX_LINE_LENGTH:
             max_length = self._check_line(timeout, flags, max_length, "recv_line")
+        if self._unconnected:
+            raise self._not_connected()
         if self._closed:
             return None
         line = self._buf.take_line(max_length)
