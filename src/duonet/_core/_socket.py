@@ -626,13 +626,14 @@ class AsyncSocket:
     ) -> bytes | None:
         if timeout is not None or flags is not SAFE_DISCONN or max_length is not MAX_LINE_LENGTH:
             max_length = self._check_line(timeout, flags, max_length, "recv_line")
-        if self._unconnected:
-            raise self._not_connected()
         if self._closed:
             return None
-        line = self._buf.take_line(max_length)
-        if line is None and self._pull_nowait(flags):
-            line = self._buf.take_line(max_length)
+        line = self._buf.take_line(max_length)  # (a never-connected socket has nothing buffered)
+        if line is None:
+            if self._unconnected:
+                raise self._not_connected()
+            if self._pull_nowait(flags):
+                line = self._buf.take_line(max_length)
         return line
 
     def _recv_into_nowait(
