@@ -1,0 +1,364 @@
+"""The blocking servers: ``duonet.serve``, ``duonet.serve_unix`` and their :class:`Server`.
+
+Theory of operation
+-------------------
+A thread per client, as ``socketserver.ThreadingTCPServer``, over duonet's blocking sockets:
+
+* one *accept thread* (``duonet-serve-<address>``) takes a slot (``max_clients`` of them, a
+  condition variable), then blocks in ``accept`` on a **plain** listener, and starts a
+  *client thread* (``duonet-serve-<address>-<peer>``) for each client;
+* the client thread does the TLS handshake when there is one (so a stalled or failing handshake
+  delays no one), runs ``handler(client)``, closes the client, gives its slot back and ends: a
+  server gains no thread that outlives its client;
+* ``close()`` stops the accept thread by closing the listener (which wakes its ``accept``),
+  waits up to ``timeout`` for the handlers, then closes the clients still open (a handler blocked
+  on its client returns with an error) and joins every thread of the server.
+
+The accept and client threads block ``SIGINT``, so Ctrl-C reaches the main thread (and
+:meth:`Server.serve_forever`). The rules shared with the async face (argument checks, listeners,
+logging) live in ``duonet._core._server``; nothing here does I/O of its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from ._blocking import Socket, wrap_connected_socket
+from ._core._resolve import endpoint
+from ._core._server import (
+    RETRY_DELAY,
+    UnixFile,
+    accept_failed,
+    check_options,
+    check_tcp_args,
+    check_timeout,
+    handler_failed,
+    handshake_failed,
+    local_address,
+    logger,
+    open_tcp_listener,
+    open_unix_listener,
+    peer_name,
+)
+from ._errors import SocketClosedError, SslError
+from ._ip import IpAddress
+from ._tls import SslContext, SslHandshakeType
+
+__all__ = ("Server", "serve", "serve_unix")
+
+Handler = Callable[[Socket], object]
+
+#: After this many seconds, a handler that has not returned once its client was closed is
+#: reported (close() goes on waiting for it).
+_STUCK_REPORT = 5.0
+
+
+class Server:
+    """A blocking server running in threads of its own; made by :func:`serve`/:func:`serve_unix`.
+
+    ``with serve(...) as server:`` closes it on exit. :meth:`serve_forever` blocks until it is
+    closed.
+    """
+
+    def __init__(
+        self,
+        listener: Socket,
+        where: str,
+        address: str,
+        port: int,
+        handler: Handler,
+        ssl_context: SslContext | None,
+        max_clients: int,
+        handshake_timeout: float | None,
+        unix_file: UnixFile | None,
+    ) -> None:
+        self._listener = listener
+        self._where = where
+        self._address = address
+        self._port = port
+        self._handler = handler
+        self._ssl_context = ssl_context
+        self._max_clients = max_clients
+        self._handshake_timeout = handshake_timeout
+        self._unix_file = unix_file
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a slot was freed, or closing began
+        self._active = 0  # slots taken: clients being accepted or served
+        self._clients: dict[threading.Thread, Socket] = {}  # client threads running
+        self._ended: list[threading.Thread] = []  # client threads that have finished (or nearly)
+        self._closing = False
+        self._stopping = threading.Event()  # closing began: cuts the pause after an accept error
+        self._closed = threading.Event()  # close() has completed
+        self._error: OSError | None = None  # why the accept thread stopped on its own
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"duonet-serve-{where}", daemon=True
+        )
+        self._acceptor.start()
+
+    # -- what the user sees -----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (also when ``port=0`` was asked); ``0`` for a Unix socket."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """The bound address as text (``"0.0.0.0"`` for ``address=""``); the path for Unix."""
+        return self._address
+
+    @property
+    def clients(self) -> int:
+        """How many clients are being served right now."""
+        with self._lock:
+            return len(self._clients)
+
+    def serve_forever(self) -> None:
+        """Block until the server is closed (by :meth:`close` from another thread or a handler).
+
+        ``KeyboardInterrupt`` (Ctrl-C) closes the server and propagates.
+
+        Raises:
+            OSError: the server stopped accepting because ``accept`` failed (it was logged, and
+                the server is closed).
+        """
+        try:
+            # Short waits: a Ctrl-C delivered to another thread of the program is acted on in
+            # the main thread only between two bytecodes.
+            while not self._closed.wait(0.25):
+                if self._error is not None and not self._acceptor.is_alive():
+                    self.close()
+        except BaseException:  # KeyboardInterrupt: close, then let it go on
+            self.close()
+            raise
+        if self._error is not None:
+            raise self._error
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop accepting, wait up to ``timeout`` seconds for running handlers, then close.
+
+        Closes the listener (a Unix server also removes its socket file), waits for the running
+        handlers (``None`` or negative: as long as they take; ``0``: not at all), then closes
+        the clients still open, so that a handler blocked on its client returns with an error,
+        and returns once no thread of the server is left. Idempotent; safe from any thread,
+        a handler included (which is then the one thread left running).
+
+        Raises:
+            TypeError, ValueError: ``timeout`` is not a number of seconds or ``None``.
+        """
+        limit = check_timeout(timeout, "timeout")
+        me = threading.current_thread()
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+            self._changed.notify_all()
+        if first:
+            self._stopping.set()
+            self._listener.close()  # wakes the accept thread's accept
+            if self._unix_file is not None:
+                self._unix_file.remove()
+        if me is not self._acceptor:
+            self._acceptor.join()
+        deadline = None if limit is None else time.monotonic() + limit
+        with self._lock:
+            while any(thread is not me for thread in self._clients):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._changed.wait(left)
+            leftover = [(t, c) for t, c in self._clients.items() if t is not me]
+            ended, self._ended = self._ended, []
+        for _thread, client in leftover:
+            client.close()  # a handler blocked on it returns with SocketClosedError
+        for thread, client in leftover:
+            thread.join(_STUCK_REPORT)
+            if thread.is_alive():
+                logger.warning(
+                    "server on %s: the handler for %s has not returned %g s after its client "
+                    "was closed; close() waits for it",
+                    self._where,
+                    client.aio._describe(),
+                    _STUCK_REPORT,
+                )
+                thread.join()
+        for thread in ended:
+            if thread is not me:
+                thread.join()
+        self._closed.set()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else f"{self.clients} clients"
+        tls = " tls" if self._ssl_context is not None else ""
+        return f"<Server {self._where}{tls}, {state}>"
+
+    # -- the accept thread --------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        _block_sigint()  # client threads inherit the mask
+        listener = self._listener
+        lock, changed = self._lock, self._changed
+        while True:
+            with lock:
+                while self._active >= self._max_clients and not self._closing:
+                    changed.wait()
+                if self._closing:
+                    return
+                self._active += 1  # the slot of the client accepted next
+            try:
+                client, address = listener.accept_addr()
+            except SocketClosedError:
+                self._free_slot()
+                return
+            except OSError as exc:
+                self._free_slot()
+                if self._closing:
+                    return
+                if not accept_failed(self._where, exc):
+                    self._error = exc
+                    self._stopping.set()  # wakes serve_forever, which closes the server
+                    return
+                self._stopping.wait(RETRY_DELAY)
+                continue
+            peer = peer_name(client.aio, address, self._where)
+            thread = threading.Thread(
+                target=self._client_main,
+                args=(client, peer),
+                name=f"duonet-serve-{self._where}-{peer}",
+                daemon=True,
+            )
+            with lock:
+                if self._closing:  # close() came during accept: it will not see this client
+                    self._active -= 1
+                    client.close()
+                    return
+                self._clients[thread] = client
+                if len(self._ended) > 64:
+                    self._ended = [t for t in self._ended if t.is_alive()]
+                thread.start()  # under the lock: close() never sees a thread not started
+
+    def _free_slot(self) -> None:
+        with self._lock:
+            self._active -= 1
+            self._changed.notify_all()
+
+    # -- a client thread ----------------------------------------------------------------------
+
+    def _client_main(self, client: Socket, peer: str) -> None:
+        try:
+            ctx = self._ssl_context
+            if ctx is not None:
+                try:
+                    wrap_connected_socket(
+                        ctx, client, SslHandshakeType.SERVER, "", self._handshake_timeout
+                    )
+                except (SslError, OSError) as exc:  # TimeoutError included
+                    handshake_failed(peer, exc, self._handshake_timeout, self._closing)
+                    return
+            try:
+                self._handler(client)
+            except Exception:
+                handler_failed(peer, self._closing)
+        finally:
+            try:
+                client.close()
+            finally:
+                me = threading.current_thread()
+                with self._lock:
+                    self._clients.pop(me, None)
+                    self._ended.append(me)
+                    self._active -= 1
+                    self._changed.notify_all()
+
+
+def _block_sigint() -> None:
+    if hasattr(signal, "pthread_sigmask"):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        except (OSError, ValueError):
+            pass
+
+
+def serve(
+    handler: Handler,
+    port: int,
+    address: str | IpAddress = "",
+    *,
+    ssl_context: SslContext | None = None,
+    max_clients: int = 1024,
+    handshake_timeout: float | None = 10.0,
+    backlog: int = socket.SOMAXCONN,
+) -> Server:
+    """Listen on ``address``:``port`` and serve each client with ``handler`` in a thread of its own.
+
+    Binds (with ``REUSE_ADDR``) and listens, then serves in the background and returns the
+    :class:`Server` (``.port`` is the port bound, also for ``port=0``). ``address=""`` listens on
+    every IPv4 address, an IPv6 literal gives an IPv6 listener, a host name its first address.
+
+    Each client (a :class:`~duonet.Socket`) is handed to ``handler(client)`` in a thread of its
+    own, after its TLS handshake when ``ssl_context`` is given (done in that client's thread,
+    under ``handshake_timeout`` seconds: a client that stalls or fails is dropped and delays no
+    one). At most ``max_clients`` handlers run at once; further clients wait in the kernel's
+    backlog. The client is closed when its handler returns or raises. A handler's exception and
+    a failed handshake are logged on the ``"duonet"`` logger with the peer's address (the
+    record's ``peer`` attribute too); the server goes on.
+
+    Raises:
+        TypeError, ValueError: a wrong argument (before anything is bound).
+        OSError: binding or listening failed (the address is in the message).
+    """
+    check_tcp_args(port, address)
+    clients, limit, backlog = check_options(
+        handler, ssl_context, max_clients, handshake_timeout, backlog
+    )
+    core = open_tcp_listener(port, address, backlog)
+    host, bound = local_address(core)
+    return Server(
+        Socket._wrap(core),
+        endpoint(host, bound),
+        host,
+        bound,
+        handler,
+        ssl_context,
+        clients,
+        limit,
+        None,
+    )
+
+
+def serve_unix(
+    handler: Handler,
+    path: str | bytes,
+    *,
+    ssl_context: SslContext | None = None,
+    max_clients: int = 1024,
+    handshake_timeout: float | None = 10.0,
+    backlog: int = socket.SOMAXCONN,
+) -> Server:
+    """:func:`serve` over a Unix socket bound at ``path``; the socket file is removed when the
+    server closes. A stale socket file already at ``path`` is replaced.
+
+    Raises:
+        TypeError, ValueError: a wrong argument (before anything is bound).
+        OSError: binding or listening failed (the path is in the message).
+    """
+    clients, limit, backlog = check_options(
+        handler, ssl_context, max_clients, handshake_timeout, backlog
+    )
+    core, file, text = open_unix_listener(path, backlog)
+    return Server(Socket._wrap(core), text, text, 0, handler, ssl_context, clients, limit, file)
