@@ -92,6 +92,7 @@ class Server:
         self._clients: dict[threading.Thread, Socket] = {}  # client threads running
         self._ended: list[threading.Thread] = []  # client threads that have finished (or nearly)
         self._closing = False
+        self._full = False  # the accept thread waits for a free slot
         self._stopping = threading.Event()  # closing began: cuts the pause after an accept error
         self._closed = threading.Event()  # close() has completed
         self._error: OSError | None = None  # why the accept thread stopped on its own
@@ -216,7 +217,9 @@ class Server:
         while True:
             with lock:
                 while self._active >= self._max_clients and not self._closing:
+                    self._full = True
                     changed.wait()
+                    self._full = False
                 if self._closing:
                     return
                 self._active += 1  # the slot of the client accepted next
@@ -250,12 +253,15 @@ class Server:
                 self._clients[thread] = client
                 if len(self._ended) > 64:
                     self._ended = [t for t in self._ended if t.is_alive()]
-                thread.start()  # under the lock: close() never sees a thread not started
+            # Outside the lock (finishing clients need it); close() joins this thread only
+            # after this one, so it never meets a client thread not yet started.
+            thread.start()
 
     def _free_slot(self) -> None:
         with self._lock:
             self._active -= 1
-            self._changed.notify_all()
+            if self._full:
+                self._changed.notify_all()
 
     # -- a client thread ----------------------------------------------------------------------
 
@@ -283,7 +289,8 @@ class Server:
                     self._clients.pop(me, None)
                     self._ended.append(me)
                     self._active -= 1
-                    self._changed.notify_all()
+                    if self._full or self._closing:  # the accept thread or close() waits
+                        self._changed.notify_all()
 
 
 def _block_sigint() -> None:

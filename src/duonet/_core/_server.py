@@ -411,48 +411,50 @@ async def _run(
     limit: float | None,
     task_status: anyio.abc.TaskStatus[Server],
 ) -> None:
-    slots = anyio.Semaphore(max_clients)
+    # The slots are a plain counter (server._clients) and an event the accept loop waits on
+    # when they are all taken: unlike anyio.Semaphore, taking a free one costs no checkpoint.
+    slot_freed: anyio.Event | None = None
 
-    async def client_task(client: AsyncSocket, peer: str) -> None:
-        server._clients += 1
+    async def client_task(client: AsyncSocket, address: str) -> None:
+        nonlocal slot_freed
         try:
             if ctx is not None:
                 try:
                     await wrap_connected_socket(ctx, client, SslHandshakeType.SERVER, "", limit)
                 except (SslError, OSError) as exc:  # TimeoutError included
-                    handshake_failed(peer, exc, limit, False)
+                    handshake_failed(peer_name(client, address, where), exc, limit, False)
                     return
             try:
                 await handler(client)
             except Exception:
-                handler_failed(peer, False)
+                handler_failed(peer_name(client, address, where), False)
         finally:
+            await client.close()  # never waits, so a cancellation cannot cut it short
             server._clients -= 1
-            with anyio.CancelScope(shield=True):
-                await client.close()
-            slots.release()
+            if slot_freed is not None:
+                slot_freed.set()
+                slot_freed = None
 
     try:
         async with anyio.create_task_group() as tg:
             task_status.started(server)
             while True:
-                await slots.acquire()
+                if server._clients >= max_clients:
+                    slot_freed = anyio.Event()
+                    await slot_freed.wait()
+                    continue
                 try:
                     client, address = await listener.accept_addr()
                 except SocketClosedError:
                     raise
                 except OSError as exc:
-                    slots.release()
                     if not accept_failed(where, exc):
                         raise
                     await anyio.sleep(RETRY_DELAY)
                     continue
-                except BaseException:
-                    slots.release()
-                    raise
-                tg.start_soon(client_task, client, peer_name(client, address, where))
+                server._clients += 1
+                tg.start_soon(client_task, client, address)
     finally:
-        with anyio.CancelScope(shield=True):
-            await listener.close()
+        await listener.close()  # never waits
         if file is not None:
             file.remove()
