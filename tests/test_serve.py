@@ -14,8 +14,12 @@ import functools
 import logging
 import math
 import os
+import re
 import socket
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -793,3 +797,39 @@ async def test_aio_serve_with_tls_hands_out_handshaken_clients(
             tg.cancel_scope.cancel()
     assert answer == b"SECRET\n"
     assert seen == [True]
+
+
+# -- the public surface and the guide ------------------------------------------------------------
+
+
+def test_servers_are_made_by_serve_only() -> None:
+    with pytest.raises(TypeError, match=r"duonet\.serve"):
+        duonet.Server()
+    with pytest.raises(TypeError, match=r"duonet\.aio\.serve"):
+        aio.Server()
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "servers.rst"
+
+
+def _guide_samples() -> list[str]:
+    text = GUIDE.read_text(encoding="utf-8")
+    blocks = re.findall(r"\.\. code-block:: python\n\n((?:   .*\n|\n)+)", text)
+    return [textwrap.dedent(block) for block in blocks]
+
+
+@pytest.mark.parametrize("index", range(len(_guide_samples())))
+def test_every_sample_of_the_servers_guide_runs(index: int, tmp_path: Path) -> None:
+    code = _guide_samples()[index]
+    script = tmp_path / f"sample{index}.py"
+    script.write_text(code, encoding="utf-8")
+    for backend in ["trio"] if "sys.argv" in code else []:
+        result = subprocess.run(
+            [sys.executable, str(script), backend], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout

@@ -65,8 +65,33 @@ class Server:
     closed.
     """
 
-    def __init__(
-        self,
+    _listener: Socket
+    _where: str  # the address (host:port, or the path) as logs and thread names give it
+    _address: str
+    _port: int
+    _handler: Handler
+    _ssl_context: SslContext | None
+    _max_clients: int
+    _handshake_timeout: float | None
+    _unix_file: UnixFile | None
+    _lock: threading.Lock
+    _changed: threading.Condition  # a slot was freed, or closing began
+    _active: int  # slots taken: clients being accepted or served
+    _clients: dict[threading.Thread, Socket]  # client threads running, and their client
+    _ended: list[threading.Thread]  # client threads that have finished (or nearly)
+    _closing: bool
+    _full: bool  # the accept thread waits for a free slot
+    _stopping: threading.Event  # closing began: cuts the pause after an accept error
+    _closed: threading.Event  # close() has completed
+    _error: OSError | None  # why the accept thread stopped on its own
+    _acceptor: threading.Thread
+
+    def __init__(self) -> None:
+        raise TypeError("Server objects are made by duonet.serve() and duonet.serve_unix()")
+
+    @classmethod
+    def _start(
+        cls,
         listener: Socket,
         where: str,
         address: str,
@@ -76,7 +101,9 @@ class Server:
         max_clients: int,
         handshake_timeout: float | None,
         unix_file: UnixFile | None,
-    ) -> None:
+    ) -> Server:
+        """Serve on ``listener`` from now on, in threads of the server's own."""
+        self = cls.__new__(cls)
         self._listener = listener
         self._where = where
         self._address = address
@@ -87,19 +114,20 @@ class Server:
         self._handshake_timeout = handshake_timeout
         self._unix_file = unix_file
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # a slot was freed, or closing began
-        self._active = 0  # slots taken: clients being accepted or served
-        self._clients: dict[threading.Thread, Socket] = {}  # client threads running
-        self._ended: list[threading.Thread] = []  # client threads that have finished (or nearly)
+        self._changed = threading.Condition(self._lock)
+        self._active = 0
+        self._clients = {}
+        self._ended = []
         self._closing = False
-        self._full = False  # the accept thread waits for a free slot
-        self._stopping = threading.Event()  # closing began: cuts the pause after an accept error
-        self._closed = threading.Event()  # close() has completed
-        self._error: OSError | None = None  # why the accept thread stopped on its own
+        self._full = False
+        self._stopping = threading.Event()
+        self._closed = threading.Event()
+        self._error = None
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"duonet-serve-{where}", daemon=True
         )
         self._acceptor.start()
+        return self
 
     # -- what the user sees -----------------------------------------------------------------------
 
@@ -335,7 +363,7 @@ def serve(
     )
     core = open_tcp_listener(port, address, backlog)
     host, bound = local_address(core)
-    return Server(
+    return Server._start(
         Socket._wrap(core),
         endpoint(host, bound),
         host,
@@ -368,4 +396,6 @@ def serve_unix(
         handler, ssl_context, max_clients, handshake_timeout, backlog
     )
     core, file, text = open_unix_listener(path, backlog)
-    return Server(Socket._wrap(core), text, text, 0, handler, ssl_context, clients, limit, file)
+    return Server._start(
+        Socket._wrap(core), text, text, 0, handler, ssl_context, clients, limit, file
+    )

@@ -296,11 +296,22 @@ class Server:
 
     __slots__ = ("_address", "_clients", "_port", "_tls")
 
-    def __init__(self, address: str, port: int, tls: bool) -> None:
+    _address: str
+    _port: int
+    _tls: bool
+    _clients: int
+
+    def __init__(self) -> None:
+        raise TypeError("Server objects are made by duonet.aio.serve() and duonet.aio.serve_unix()")
+
+    @classmethod
+    def _make(cls, address: str, port: int, tls: bool) -> Server:
+        self = cls.__new__(cls)
         self._address = address
         self._port = port
         self._tls = tls
         self._clients = 0
+        return self
 
     @property
     def port(self) -> int:
@@ -361,7 +372,7 @@ async def serve(
     )
     listener = open_tcp_listener(port, address, backlog)
     host, bound = local_address(listener)
-    server = Server(host, bound, ssl_context is not None)
+    server = Server._make(host, bound, ssl_context is not None)
     await _run(
         server,
         listener,
@@ -396,7 +407,7 @@ async def serve_unix(
         handler, ssl_context, max_clients, handshake_timeout, backlog
     )
     listener, file, text = open_unix_listener(path, backlog)
-    server = Server(text, 0, ssl_context is not None)
+    server = Server._make(text, 0, ssl_context is not None)
     await _run(server, listener, file, text, handler, ssl_context, clients, limit, task_status)
 
 
