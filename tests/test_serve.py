@@ -332,6 +332,37 @@ def test_close_waits_then_closes_blocked_clients_and_leaves_no_thread(
         tcp_client(server.port).close()
 
 
+def test_close_ends_stalled_tls_handshakes_at_once(
+    portal_backend: str, tls_server_ctx: SslContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = duonet.serve(upper, 0, "127.0.0.1", ssl_context=tls_server_ctx)
+    with tcp_client(server.port) as stalled:
+        while server.clients == 0:
+            time.sleep(0.01)
+        start = time.monotonic()
+        server.close(timeout=0)
+        assert time.monotonic() - start < 5
+        assert server_threads() == []
+        assert stalled.recv(1) == b""
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_close_and_serve_forever_refuse_to_block_an_event_loop(portal_backend: str) -> None:
+    server = duonet.serve(upper, 0, "127.0.0.1")
+    try:
+
+        async def inside() -> None:
+            with pytest.raises(RuntimeError, match="event loop"):
+                server.close()
+            with pytest.raises(RuntimeError, match="event loop"):
+                server.serve_forever()
+
+        anyio.run(inside)
+    finally:
+        server.close()
+    assert server_threads() == []
+
+
 def test_close_waits_for_handlers_that_finish_in_time(portal_backend: str) -> None:
     finished = threading.Event()
 

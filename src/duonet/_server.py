@@ -47,6 +47,7 @@ from ._core._server import (
 )
 from ._errors import SocketClosedError, SslError
 from ._ip import IpAddress
+from ._portal import IN_LOOP_MESSAGE, in_event_loop
 from ._tls import SslContext, SslHandshakeType
 
 __all__ = ("Server", "serve", "serve_unix")
@@ -155,7 +156,10 @@ class Server:
         Raises:
             OSError: the server stopped accepting because ``accept`` failed (it was logged, and
                 the server is closed).
+            RuntimeError: called from inside a running event loop (which it would block).
         """
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
         try:
             # Short waits: a Ctrl-C delivered to another thread of the program is acted on in
             # the main thread only between two bytecodes.
@@ -179,8 +183,11 @@ class Server:
 
         Raises:
             TypeError, ValueError: ``timeout`` is not a number of seconds or ``None``.
+            RuntimeError: called from inside a running event loop (which it would block).
         """
         limit = check_timeout(timeout, "timeout")
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
         me = threading.current_thread()
         with self._lock:
             first = not self._closing
