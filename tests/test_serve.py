@@ -1,6 +1,6 @@
 """Servers: ``duonet.serve``, ``serve_unix``, ``Server`` and ``duonet.aio.serve``, ``serve_unix``.
 
-Every SPEC row on both faces: the blocking face with its portal on asyncio and on trio
+Every documented rule on both faces: the blocking face with its portal on asyncio and on trio
 (``portal_backend``), the async face on asyncio and on trio (``anyio_backend``). The clients are
 stdlib sockets (and the stdlib ``ssl`` module) in threads, so a duonet bug cannot hide on both
 ends. Every wait is bounded; every test closes its server and checks that it leaves no thread.

@@ -119,7 +119,8 @@ def check_options(
 
 
 def check_timeout(value: object, name: str) -> float | None:
-    """A timeout as SPEC reads it: ``None``, negative or ``inf`` is no limit (``None``)."""
+    """A timeout read as everywhere in duonet: ``None``, negative or ``inf`` is no limit
+    (``None``), ``0`` is no wait; NaN and non-numbers are refused."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
