@@ -409,6 +409,32 @@ def test_close_from_a_handler(portal_backend: str) -> None:
     assert server_threads() == []
 
 
+def test_two_handlers_closing_the_server_at_once_do_not_wait_for_each_other(
+    portal_backend: str,
+) -> None:
+    both_in = threading.Barrier(2, timeout=WAIT)
+    servers: list[duonet.Server] = []
+
+    def handler(client: duonet.Socket) -> None:
+        client.recv_line(timeout=WAIT)
+        both_in.wait()
+        servers[0].close(timeout=None)
+        client.send(b"closed\n")
+
+    server = duonet.serve(handler, 0, "127.0.0.1")
+    servers.append(server)
+    socks = [tcp_client(server.port) for _ in range(2)]
+    try:
+        for sock in socks:
+            sock.sendall(b"stop\n")
+        assert [read_line(s) for s in socks] == [b"closed\n"] * 2
+    finally:
+        for sock in socks:
+            sock.close()
+        server.close()
+    assert server_threads() == []
+
+
 def test_serve_forever_returns_when_closed_from_another_thread(portal_backend: str) -> None:
     server = duonet.serve(upper, 0, "127.0.0.1")
     timer = threading.Timer(0.2, server.close)

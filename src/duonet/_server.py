@@ -81,6 +81,7 @@ class Server:
     _clients: dict[threading.Thread, Socket]  # client threads running, and their client
     _ended: list[threading.Thread]  # client threads that have finished (or nearly)
     _closing: bool
+    _closers: set[threading.Thread]  # threads inside close()
     _full: bool  # the accept thread waits for a free slot
     _stopping: threading.Event  # closing began: cuts the pause after an accept error
     _closed: threading.Event  # close() has completed
@@ -120,6 +121,7 @@ class Server:
         self._clients = {}
         self._ended = []
         self._closing = False
+        self._closers = set()
         self._full = False
         self._stopping = threading.Event()
         self._closed = threading.Event()
@@ -179,7 +181,8 @@ class Server:
         handlers (``None`` or negative: as long as they take; ``0``: not at all), then closes
         the clients still open, so that a handler blocked on its client returns with an error,
         and returns once no thread of the server is left. Idempotent; safe from any thread,
-        a handler included (which is then the one thread left running).
+        a handler included (which then waits for every thread but its own and those of other
+        handlers closing the server at the same time).
 
         Raises:
             TypeError, ValueError: ``timeout`` is not a number of seconds or ``None``.
@@ -192,23 +195,42 @@ class Server:
         with self._lock:
             first = not self._closing
             self._closing = True
+            self._closers.add(me)
             self._changed.notify_all()
-        if first:
-            self._stopping.set()
-            self._listener.close()  # wakes the accept thread's accept
-            if self._unix_file is not None:
-                self._unix_file.remove()
-        if me is not self._acceptor:
-            self._acceptor.join()
+        try:
+            if first:
+                self._stopping.set()
+                self._listener.close()  # wakes the accept thread's accept
+                if self._unix_file is not None:
+                    self._unix_file.remove()
+            if me is not self._acceptor:
+                self._acceptor.join()
+            self._finish_clients(me, limit)
+        finally:
+            with self._lock:
+                self._closers.discard(me)
+        self._closed.set()
+
+    def _finish_clients(self, me: threading.Thread, limit: float | None) -> None:
+        """close(): wait for the handlers, close their clients, join their threads.
+
+        A handler that closes the server waits for every other thread but those of handlers
+        that are closing it too (two of them would otherwise wait for each other forever).
+        """
         deadline = None if limit is None else time.monotonic() + limit
         with self._lock:
-            while any(thread is not me for thread in self._clients):
+            in_handler = me in self._clients
+
+            def skip(thread: threading.Thread) -> bool:
+                return thread is me or (in_handler and thread in self._closers)
+
+            while any(not skip(thread) for thread in self._clients):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
                 self._changed.wait(left)
-            leftover = [(t, c) for t, c in self._clients.items() if t is not me]
-            ended, self._ended = self._ended, []
+            leftover = [(t, c) for t, c in self._clients.items() if not skip(t)]
+            ended = [t for t in self._ended if not skip(t)]
         for _thread, client in leftover:
             client.close()  # a handler blocked on it returns with SocketClosedError
         for thread, client in leftover:
@@ -223,9 +245,7 @@ class Server:
                 )
                 thread.join()
         for thread in ended:
-            if thread is not me:
-                thread.join()
-        self._closed.set()
+            thread.join()
 
     def __enter__(self) -> Server:
         return self
