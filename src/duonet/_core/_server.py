@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from .._enums import IpAddressFamily, SOBool
 from .._errors import SocketClosedError, SslError
@@ -70,6 +71,8 @@ RETRY_ERRNOS = frozenset(
 )
 #: Seconds to wait before accepting again after such an error.
 RETRY_DELAY = 0.1
+#: An async server lets other tasks run after this many clients accepted without a wait.
+_BURST = 32
 
 AsyncHandler = Callable[[AsyncSocket], Awaitable[object]]
 
@@ -441,15 +444,21 @@ async def _run(
             except Exception:
                 handler_failed(peer_name(client, address, where), False)
         finally:
-            await client.close()  # never waits, so a cancellation cannot cut it short
-            server._clients -= 1
-            if slot_freed is not None:
-                slot_freed.set()
-                slot_freed = None
+            try:
+                await client.close()
+            except BaseException:  # close() does not wait; should that change, still close
+                client._close_now()
+                raise
+            finally:
+                server._clients -= 1
+                if slot_freed is not None:
+                    slot_freed.set()
+                    slot_freed = None
 
     try:
         async with anyio.create_task_group() as tg:
             task_status.started(server)
+            accepted = 0
             while True:
                 if server._clients >= max_clients:
                     slot_freed = anyio.Event()
@@ -466,7 +475,16 @@ async def _run(
                     continue
                 server._clients += 1
                 tg.start_soon(client_task, client, address)
+                accepted += 1
+                if accepted % _BURST == 0:
+                    # accept_addr() waits only when no client is waiting: in a burst of
+                    # clients, let the handlers (and a cancellation) in now and then.
+                    await anyio.lowlevel.checkpoint()
     finally:
-        await listener.close()  # never waits
+        try:
+            await listener.close()
+        except BaseException:
+            listener._close_now()
+            raise
         if file is not None:
             file.remove()
