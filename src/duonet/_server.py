@@ -5,22 +5,27 @@ Theory of operation
 A thread per client, as ``socketserver.ThreadingTCPServer``, over duonet's blocking sockets:
 
 * one *accept thread* (``duonet-serve-<address>``) takes a slot (``max_clients`` of them, a
-  condition variable), then blocks in ``accept`` on a **plain** listener, and starts a
-  *client thread* (``duonet-serve-<address>-<peer>``) for each client;
+  condition variable), then waits for a client in a ``select`` of its own, on a **plain**
+  listener and on a wake-up socket, takes the client with the core's no-wait accept, and starts
+  a *client thread* (``duonet-serve-<address>-<peer>``) for it. Waiting there rather than in
+  duonet's event loop thread keeps that thread, which serves every blocking socket of the
+  program, out of the accept path, and lets ``close()`` stop the accept thread without a call
+  into it;
 * the client thread does the TLS handshake when there is one (so a stalled or failing handshake
   delays no one), runs ``handler(client)``, closes the client, gives its slot back and ends: a
   server gains no thread that outlives its client;
-* ``close()`` stops the accept thread by closing the listener (which wakes its ``accept``),
-  waits up to ``timeout`` for the handlers, then closes the clients still open (a handler blocked
-  on its client returns with an error) and joins every thread of the server.
+* ``close()`` wakes the accept thread and joins it, closes the listener, waits up to ``timeout``
+  for the handlers, then closes the clients still open (a handler blocked on its client returns
+  with an error) and joins every thread of the server.
 
 The accept and client threads block ``SIGINT``, so Ctrl-C reaches the main thread (and
 :meth:`Server.serve_forever`). The rules shared with the async face (argument checks, listeners,
-logging) live in ``duonet._core._server``; nothing here does I/O of its own.
+logging) live in ``duonet._core._server``; the clients' I/O is the blocking ``Socket``'s.
 """
 
 from __future__ import annotations
 
+import selectors
 import signal
 import socket
 import threading
@@ -45,7 +50,9 @@ from ._core._server import (
     open_unix_listener,
     peer_name,
 )
-from ._errors import SocketClosedError, SslError
+from ._core._socket import AsyncSocket
+from ._enums import SocketFlag
+from ._errors import SslError
 from ._ip import IpAddress
 from ._portal import IN_LOOP_MESSAGE, in_event_loop
 from ._tls import SslContext, SslHandshakeType
@@ -53,6 +60,7 @@ from ._tls import SslContext, SslHandshakeType
 __all__ = ("Server", "serve", "serve_unix")
 
 Handler = Callable[[Socket], object]
+SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 
 #: After this many seconds, a handler that has not returned once its client was closed is
 #: reported (close() goes on waiting for it).
@@ -87,6 +95,9 @@ class Server:
     _closed: threading.Event  # close() has completed
     _error: OSError | None  # why the accept thread stopped on its own
     _acceptor: threading.Thread
+    _selector: selectors.BaseSelector  # what the accept thread waits on
+    _wake_r: socket.socket  # close() writes to _wake_w to wake the accept thread
+    _wake_w: socket.socket
 
     def __init__(self) -> None:
         raise TypeError("Server objects are made by duonet.serve() and duonet.serve_unix()")
@@ -126,6 +137,11 @@ class Server:
         self._stopping = threading.Event()
         self._closed = threading.Event()
         self._error = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener.aio._sock, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._acceptor = threading.Thread(
             target=self._accept_loop, name=f"duonet-serve-{where}", daemon=True
         )
@@ -200,11 +216,16 @@ class Server:
         try:
             if first:
                 self._stopping.set()
-                self._listener.close()  # wakes the accept thread's accept
+                self._wake()  # the accept thread leaves its wait and returns
+            self._acceptor.join()
+            if first:
+                # Only now: the accept thread no longer uses them.
+                self._listener.close()
+                self._selector.close()
+                self._wake_r.close()
+                self._wake_w.close()
                 if self._unix_file is not None:
                     self._unix_file.remove()
-            if me is not self._acceptor:
-                self._acceptor.join()
             self._finish_clients(me, limit)
         finally:
             with self._lock:
@@ -267,7 +288,6 @@ class Server:
 
     def _accept_loop(self) -> None:
         _block_sigint()  # client threads inherit the mask
-        listener = self._listener
         lock, changed = self._lock, self._changed
         while True:
             with lock:
@@ -279,21 +299,21 @@ class Server:
                     return
                 self._active += 1  # the slot of the client accepted next
             try:
-                client, address = listener.accept_addr()
-            except SocketClosedError:
-                self._free_slot()
-                return
+                accepted = self._accept()
             except OSError as exc:
                 self._free_slot()
-                if self._closing:
-                    return
                 if not accept_failed(self._where, exc):
                     self._error = exc
                     self._stopping.set()  # wakes serve_forever, which closes the server
                     return
                 self._stopping.wait(RETRY_DELAY)
                 continue
-            peer = peer_name(client.aio, address, self._where)
+            if accepted is None:  # close() woke us
+                self._free_slot()
+                return
+            core, address = accepted
+            client = Socket._wrap(core)
+            peer = peer_name(core, address, self._where)
             thread = threading.Thread(
                 target=self._client_main,
                 args=(client, peer),
@@ -311,6 +331,29 @@ class Server:
             # Outside the lock (finishing clients need it); close() joins this thread only
             # after this one, so it never meets a client thread not yet started.
             thread.start()
+
+    def _accept(self) -> tuple[AsyncSocket, str] | None:
+        """The next client, or None once close() has begun.
+
+        The accept thread waits in its own ``select`` (on the listener and on close()'s wake-up
+        socket), not in duonet's event loop thread: the loop, which serves every blocking socket
+        of the program, takes no part in accepting, and close() needs no call into it. The
+        accept itself is the core's no-wait twin (``SAFE_DISCONN``: a client that vanished is
+        skipped).
+        """
+        core = self._listener.aio
+        while not self._closing:
+            accepted = core._accept_addr_nowait(SAFE_DISCONN, False)
+            if accepted is not None:
+                return accepted
+            self._selector.select()
+        return None
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # its buffer is full: the accept thread has been woken already
+            pass
 
     def _free_slot(self) -> None:
         with self._lock:
