@@ -92,6 +92,13 @@ def server_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("duonet-serve")]
 
 
+@pytest.fixture(autouse=True)
+def _no_server_thread_left() -> Iterator[None]:
+    """Whatever a test does, it leaves no thread of a server behind."""
+    yield
+    assert server_threads() == []
+
+
 @pytest.fixture
 def no_thread_left() -> Iterator[None]:
     """The test leaves no thread behind but duonet's portal."""
@@ -482,6 +489,17 @@ def test_serve_unix_serves_and_removes_its_socket_file(
             sock.sendall(b"unix\n")
             assert read_line(sock) == b"UNIX\n"
     assert not os.path.exists(sock_path)
+
+
+def test_a_unix_handler_failure_names_the_server_path(
+    portal_backend: str, sock_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with duonet.serve_unix(upper, sock_path) as server, unix_client(server.address) as sock:
+        sock.sendall(b"boom\n")
+        assert sock.recv(1) == b""
+    records = [r for r in caplog.records if r.name == "duonet" and r.levelno == logging.ERROR]
+    assert len(records) == 1
+    assert sock_path in records[0].getMessage()
 
 
 def test_serve_unix_replaces_a_stale_socket_file(portal_backend: str, sock_path: str) -> None:
