@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import accept, bulk, lines, pingpong, portal, tls, waiters
+from . import serve as serve_scenario
 from ._harness import Config, Table, close_all_servers, pin_cpus, render
 
 SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
@@ -24,6 +25,7 @@ SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
     "tls": tls.run,
     "portal": portal.run,
     "waiters": waiters.run,
+    "serve": serve_scenario.run,
 }
 
 

@@ -38,6 +38,9 @@ from ._ip import is_ip_address as is_ip_address
 from ._ip import parse_ip_address as parse_ip_address
 from ._ip import to_sock_addr as to_sock_addr
 from ._portal import configure as configure
+from ._server import Server as Server
+from ._server import serve as serve
+from ._server import serve_unix as serve_unix
 from ._tls import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
 from ._tls import CIPHERS_MODERN as CIPHERS_MODERN
 from ._tls import CIPHERS_OLD as CIPHERS_OLD
@@ -96,4 +99,7 @@ __all__ = (
     "parse_ip_address",
     "raise_ssl_error",
     "to_sock_addr",
+    "Server",
+    "serve",
+    "serve_unix",
 )

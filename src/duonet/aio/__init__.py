@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import builtins
 
+from .._core._server import Server as Server
+from .._core._server import serve as serve
+from .._core._server import serve_unix as serve_unix
 from .._core._socket import AsyncSocket as AsyncSocket
 from .._core._socket import dial as dial
 from .._core._socket import new_async_socket as new_async_socket
@@ -93,4 +96,7 @@ __all__ = (
     "parse_ip_address",
     "raise_ssl_error",
     "to_sock_addr",
+    "Server",
+    "serve",
+    "serve_unix",
 )
