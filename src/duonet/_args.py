@@ -90,21 +90,21 @@ def check_path(path: object, name: str = "path") -> str | bytes:
     _type_error(name, "a str, bytes or os.PathLike path", path)
 
 
-def check_timeout(timeout: object) -> None:
+def check_timeout(timeout: object, name: str = "timeout") -> None:
     """``None``, or an ``int``/``float`` (not ``bool``, not NaN); negative or ``inf`` = no limit."""
     if timeout is None:
         return
     kind = type(timeout)
     if kind is float:
         if timeout != timeout:  # NaN
-            raise ValueError("timeout must be a number of seconds or None, not NaN")
+            raise ValueError(f"{name} must be a number of seconds or None, not NaN")
         return
     if kind is int:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        _type_error("timeout", "None or a number of seconds (int or float)", timeout)
+        _type_error(name, "None or a number of seconds (int or float)", timeout)
     if math.isnan(timeout):
-        raise ValueError("timeout must be a number of seconds or None, not NaN")
+        raise ValueError(f"{name} must be a number of seconds or None, not NaN")
 
 
 def check_index(value: object, name: str) -> int:

@@ -38,6 +38,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from .._args import check_address, check_port
+from .._args import check_timeout as _check_timeout
 from .._enums import IpAddressFamily, SOBool
 from .._errors import SocketClosedError, SslError
 from .._ip import IpAddress, parse_ip_address
@@ -82,16 +84,8 @@ AsyncHandler = Callable[[AsyncSocket], Awaitable[object]]
 
 def check_tcp_args(port: object, address: object) -> None:
     """Check ``serve``'s ``port`` and ``address``: ``TypeError`` / ``ValueError`` naming them."""
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"port must be an int in 0..65535, not {type(port).__name__}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int in 0..65535, not {port}")
-    if isinstance(address, IpAddress):
-        return
-    if not isinstance(address, str):
-        raise TypeError(f"address must be a str or IpAddress, not {type(address).__name__}")
-    if "\0" in address:
-        raise ValueError(f"address must not contain a NUL character: {address!r}")
+    check_port(port)
+    check_address(address)
 
 
 def check_options(
@@ -124,15 +118,10 @@ def check_options(
 def check_timeout(value: object, name: str) -> float | None:
     """A timeout read as everywhere in duonet: ``None``, negative or ``inf`` is no limit
     (``None``), ``0`` is no wait; NaN and non-numbers are refused."""
-    if value is None:
+    _check_timeout(value, name)
+    if value is None or value < 0 or math.isinf(value):  # type: ignore[operator, arg-type]
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if math.isnan(value):
-        raise ValueError(f"{name} must be a number of seconds or None, not nan")
-    if value < 0 or math.isinf(value):
-        return None
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 # -- listeners ----------------------------------------------------------------------------------
