@@ -49,6 +49,7 @@ __all__ = (
     "peer_certificates",
     "psk_identity",
     "send_close_notify",
+    "send_eof",
     "tls_accept",
     "wrap_connected_socket",
     "wrap_socket",
@@ -457,12 +458,34 @@ def send_close_notify(core: AsyncSocket) -> None:
         sslobj.unwrap()
     except (ssl.SSLError, ValueError):
         pass  # SSLWantReadError: ours is queued; the peer's is not awaited
-    data = tls._write_bio.read()
+    transport: Any = tls.transport_stream
+    data = transport.unsent + tls._write_bio.read()  # records a cancelled send left go first
+    transport.unsent = b""
     if data:
         try:
             core._sock.send(data)
         except OSError:
             pass
+
+
+async def send_eof(core: AsyncSocket) -> None:
+    """Our close_notify, sent in full (waiting for the socket to take it), then ``SHUT_WR``.
+
+    Reading goes on: OpenSSL reads after sending close_notify, and the peer's close_notify that
+    answers ours reads as the end of the stream. A peer already gone is no error.
+    """
+    tls = core._tls
+    assert tls is not None
+    sslobj: ssl.SSLObject = tls._ssl_object
+    try:
+        sslobj.unwrap()
+    except (ssl.SSLError, ValueError):
+        pass  # SSLWantReadError: ours is queued; the peer's is not awaited
+    data = tls._write_bio.read()
+    try:
+        await tls.transport_stream.send(data)
+    except OSError:
+        pass  # the peer is gone: it has nothing left to read
 
 
 def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
