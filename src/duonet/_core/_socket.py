@@ -28,7 +28,7 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -291,7 +291,7 @@ class AsyncSocket(ByteStream):
 
     def _exact(self, limit: int) -> int:
         """How much a plain read of ``limit`` bytes asks the kernel for: one more when an exact
-        (unbuffered) read starts with the \n that completes a \r\n (state, not data: the
+        (unbuffered) read starts with the \\n that completes a \\r\\n (state, not data: the
         buffer drops it). Raises ``BlockingIOError`` if the kernel holds nothing."""
         if limit < _CHUNK and pending_lf(self) and self._sock.recv(1, socket.MSG_PEEK) == b"\n":
             return limit + 1
@@ -1048,12 +1048,12 @@ class AsyncSocket(ByteStream):
         timeout: float | None = None,
         flags: SocketFlag = SAFE_DISCONN,
         max_length: int = MAX_LINE_LENGTH,
-    ) -> LineIterator:
+    ) -> AsyncIterator[bytes]:
         """An async iterator over the lines that successive :meth:`recv_line` calls with these
         arguments return, ending (without yielding it) at ``b""``.
 
         ``async for line in sock`` is ``async for line in sock.lines()``. Empty lines come as
-        ``b"\r\n"``, long lines in pieces of at most ``max_length`` bytes, a last line cut by
+        ``b"\\r\\n"``, long lines in pieces of at most ``max_length`` bytes, a last line cut by
         the peer closing as it is. ``timeout`` bounds the wait for each line (``TimeoutError``
         ends the loop). The iterator owns no byte: another read of the socket between two
         steps, or after the loop was left (``break``, an exception, a timeout, a cancellation),
