@@ -8,6 +8,7 @@ a transfer cut by a timeout (the peer stops reading) is completed by a second ca
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import math
@@ -285,3 +286,16 @@ def test_zero_copy_on_plain_sockets_only(
         sock.send_eof()
         assert receiver.thread.result() == data[:100_000]
     assert bool(calls) == (kind != "tls")
+
+
+def test_send_file_needs_a_connected_stream(
+    portal_backend: str, payload: tuple[Path, bytes]
+) -> None:
+    path, _data = payload
+    with duonet.new_socket() as sock, pytest.raises(OSError, match="not connected") as info:
+        sock.send_file(path)
+    assert info.value.errno == errno.ENOTCONN
+    with pair("unix") as (ours, _peer), duonet.Socket.from_socket(ours) as sock:
+        sock.send_eof()
+        with pytest.raises(BrokenPipeError, match="send_eof"):
+            sock.send_file(path)

@@ -24,6 +24,7 @@ import pytest
 import duonet
 import duonet.aio
 from conftest import TlsFiles
+from linemodel import split_lines
 from test_streams import LONG, SHORT, Thread, pair, read_all, stdlib_tls_server
 
 NO_FLAGS = duonet.SocketFlag(0)
@@ -255,3 +256,32 @@ def test_close_leaves_unread_bytes_to_a_dup_holder(portal_backend: str) -> None:
             time.sleep(0.05)
             sock.close()
             assert recv_exactly(other, 20) == b"for the other reader"
+
+
+TRICKY = b"one\r\ntwo\nthree\rfour\r\r\nfive\n\nsix\r\n\rseven-is-long\r" + b"\neight"
+
+
+@pytest.mark.parametrize("max_length", [1, 5, 100])
+async def test_async_tls_unbuffered_lines_follow_the_rules(
+    anyio_backend: str,
+    max_length: int,
+    tls_files: TlsFiles,
+    tls_client_ctx: duonet.SslContext,
+) -> None:
+    def serve(tls: ssl.SSLSocket) -> None:
+        for i in range(0, len(TRICKY), 7):  # records that cut lines and terminators
+            tls.sendall(TRICKY[i : i + 7])
+        tls.unwrap()
+
+    with stdlib_tls_server(tls_files, serve) as (port, server):
+        async with duonet.aio.new_async_socket(buffered=False) as sock:
+            duonet.wrap_socket(tls_client_ctx, sock)
+            with anyio.fail_after(LONG):
+                await sock.connect("127.0.0.1", port)
+                got = []
+                async for line in sock.lines(max_length=max_length, flags=NO_FLAGS):
+                    got.append(line)
+                    if len(line) < max_length:  # ended by its terminator: nothing held back
+                        assert not sock.has_data_buffered()
+        await anyio.to_thread.run_sync(server.result)
+    assert got == split_lines(TRICKY, max_length)

@@ -99,6 +99,7 @@ async def send_file(
         progress = [0]
         sock._begin_write()
         try:
+            sock._require_connected()
             if sock._eof_sent:
                 sock._refuse_after_eof()
             with _Deadline(sock, timeout, "send_file"):

@@ -58,6 +58,7 @@ from ._streams import (
     pending_lf,
     recv_line_unbuffered,
     recv_line_unbuffered_nowait,
+    tls_line_from_record,
     unbuffered_lines_supported,
 )
 
@@ -506,11 +507,14 @@ class AsyncSocket(ByteStream):
                     if unbuffered_lines_supported(self) and not self._gone_nowait():
                         return await recv_line_unbuffered(self, flags, max_length)
                     # TLS (no peeking into an SSLObject): one byte at a time, never past the line
-                    while await self._fill(flags, 1):
+                    while True:
                         line = buf.take_line(max_length)
+                        if line is None and self._tls is not None:
+                            line = tls_line_from_record(self, max_length)
                         if line is not None:
                             return line
-                    return buf.take_rest_line(max_length)
+                        if not await self._fill(flags, 1):
+                            return buf.take_rest_line(max_length)
                 while await self._fill(flags):
                     line = buf.take_line(max_length)
                     if line is not None:
@@ -918,6 +922,13 @@ class AsyncSocket(ByteStream):
                 raise SocketClosedError(f"socket {self._describe()}") from exc
             raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
 
+    def _require_connected(self) -> None:
+        if not self._peer:
+            raise OSError(
+                errno.ENOTCONN,
+                f"socket is not connected: call connect() first ({self._describe()})",
+            )
+
     def _refuse_after_eof(self) -> None:
         raise BrokenPipeError(
             errno.EPIPE, f"cannot send to {self._describe()}: send_eof() shut the write side down"
@@ -940,11 +951,7 @@ class AsyncSocket(ByteStream):
         try:
             if self._eof_sent:
                 return
-            if not self._peer:
-                raise OSError(
-                    errno.ENOTCONN,
-                    f"socket {self._describe()} is not connected: call connect() first",
-                )
+            self._require_connected()
             self._eof_sent = True
             if self._tls is not None:
                 from ._tls import send_eof

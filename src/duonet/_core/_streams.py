@@ -30,6 +30,7 @@ import math
 import os
 import select
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ __all__ = (
     "pending_lf",
     "recv_line_unbuffered",
     "recv_line_unbuffered_nowait",
+    "tls_line_from_record",
+    "unbuffered_lines_supported",
 )
 
 #: How many bytes a drain at close reads at most (a peer flooding a closing socket is not
@@ -196,6 +199,36 @@ def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: in
         buf.feed(raw.recv(count))
         line = buf.take_line(max_length)
         return line if line is not None else buf.take_rest_line(max_length)
+
+
+def tls_line_from_record(sock: AsyncSocket, max_length: int) -> bytes | None:
+    """The next line of an unbuffered TLS socket, taken a byte at a time from what the
+    ``SSLObject`` has already decrypted (never past the line); ``None`` if the record ran out
+    first. Loop thread only (``SSLObject``)."""
+    tls = sock._tls
+    assert tls is not None
+    sslobj = tls._ssl_object
+    read = sslobj.read
+    buf = sock._buf
+    while sslobj.pending():
+        # Collect up to a terminator byte (or a full piece) here, then let the buffer apply the
+        # line rules to it: one feed per line, not per byte.
+        part = bytearray()
+        limit = max_length + 1
+        try:
+            while len(part) < limit and sslobj.pending():
+                byte = read(1)
+                part += byte
+                if byte == b"\n" or byte == b"\r":
+                    break
+        except ssl.SSLError:
+            buf.feed(part)
+            return None  # the awaited read reports it
+        buf.feed(part)
+        line = buf.take_line(max_length)
+        if line is not None:
+            return line
+    return None
 
 
 def unbuffered_lines_supported(sock: AsyncSocket) -> bool:
