@@ -548,3 +548,19 @@ def test_blocking_socket_is_not_a_bytestream() -> None:
     with duonet.new_socket() as sock:
         assert not isinstance(sock, anyio.abc.ByteStream)
         assert isinstance(sock.aio, anyio.abc.ByteStream)
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+async def test_bytestream_ipv6_addresses_as_anyio_gives_them(anyio_backend: str) -> None:
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("IPv6 loopback is not available")
+    with listener:
+        async with await duonet.aio.dial("::1", listener.getsockname()[1], timeout=LONG) as sock:
+            conn, _ = listener.accept()
+            with conn:
+                A = anyio.abc.SocketAttribute
+                assert sock.extra(A.family) == socket.AF_INET6
+                assert sock.extra(A.remote_address) == ("::1", listener.getsockname()[1])
+                assert sock.extra(A.local_address) == conn.getpeername()[:2]

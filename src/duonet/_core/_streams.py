@@ -347,8 +347,10 @@ def drain_unread(raw: socket.socket) -> None:
 
 
 def _convert(addr: Any) -> Any:
+    # As anyio gives them: IPv6 as (host, port), a scope id appended to the host as "%id".
     if isinstance(addr, tuple) and len(addr) == 4:
-        return addr[:2]  # anyio gives IPv6 addresses as (host, port)
+        host, port, _flowinfo, scope_id = addr
+        return (f"{host}%{scope_id}" if scope_id else host), port
     return addr
 
 
