@@ -285,3 +285,34 @@ async def test_async_tls_unbuffered_lines_follow_the_rules(
                         assert not sock.has_data_buffered()
         await anyio.to_thread.run_sync(server.result)
     assert got == split_lines(TRICKY, max_length)
+
+
+async def test_async_tls_unbuffered_read_line_nowait(
+    anyio_backend: str, tls_files: TlsFiles, tls_client_ctx: duonet.SslContext
+) -> None:
+    def serve(tls: ssl.SSLSocket) -> None:
+        tls.sendall(b"a\r\nb\n")
+        assert tls.recv(1) == b"!"  # until the client has read both lines
+        tls.sendall(b"c")
+        tls.unwrap()
+
+    async def next_result(sock: duonet.aio.AsyncSocket) -> tuple[duonet.ReadLineResult, bytes]:
+        with anyio.fail_after(LONG):
+            while (result := sock.read_line_nowait())[0] is duonet.ReadLineResult.NONE:
+                await anyio.sleep(0.01)
+        return result
+
+    with stdlib_tls_server(tls_files, serve) as (port, server):
+        async with duonet.aio.new_async_socket(buffered=False) as sock:
+            duonet.wrap_socket(tls_client_ctx, sock)
+            with anyio.fail_after(LONG):
+                await sock.connect("127.0.0.1", port)
+            assert await next_result(sock) == (duonet.ReadLineResult.FULL_LINE, b"a")
+            assert not sock.has_data_buffered()
+            assert await next_result(sock) == (duonet.ReadLineResult.FULL_LINE, b"b")
+            assert not sock.has_data_buffered()
+            assert sock.read_line_nowait() == (duonet.ReadLineResult.NONE, b"")
+            await sock.send(b"!")
+            assert await next_result(sock) == (duonet.ReadLineResult.PARTIAL_LINE, b"c")
+            assert sock.read_line_nowait() == (duonet.ReadLineResult.DISCONNECTED, b"")
+        await anyio.to_thread.run_sync(server.result)

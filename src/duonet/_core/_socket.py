@@ -559,7 +559,14 @@ class AsyncSocket(ByteStream):
             if not line:
                 return ReadLineResult.DISCONNECTED, b""
             return (ReadLineResult.PARTIAL_LINE if buf.eof else ReadLineResult.FULL_LINE), line
-        while self._pull_nowait_any():  # everything the kernel holds, up to and including EOF
+        exact = not self._buffered  # (TLS, or plain with bytes buffered): never past the line
+        while True:  # everything the kernel holds, up to and including EOF
+            if exact and self._tls is not None:
+                line = tls_line_from_record(self, MAX_LINE_LENGTH)
+                if line is not None:
+                    return ReadLineResult.FULL_LINE, line
+            if not self._pull_nowait_any(1 if exact else _CHUNK):
+                break
             line = buf.take_line(MAX_LINE_LENGTH)
             if line is not None:
                 return ReadLineResult.FULL_LINE, line
@@ -570,15 +577,15 @@ class AsyncSocket(ByteStream):
             return ReadLineResult.DISCONNECTED, b""
         return ReadLineResult.NONE, b""
 
-    def _pull_nowait_any(self) -> bool:
+    def _pull_nowait_any(self, limit: int = _CHUNK) -> bool:
         """:meth:`_pull_nowait`, TLS included (in the loop's thread only: ``read_line_nowait``)."""
         if self._tls is None:
-            return self._pull_nowait()
+            return self._pull_nowait(SAFE_DISCONN, limit)
         if self._buf.eof or self._closed or self._gone_nowait():
             return False
         from ._tls import pull_nowait
 
-        return pull_nowait(self, _CHUNK)
+        return pull_nowait(self, limit)
 
     def _gone_nowait(self) -> bool:
         """An earlier send found the peer gone: the stream has ended, as ``_fill`` says too."""

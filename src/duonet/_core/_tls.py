@@ -509,7 +509,7 @@ def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
             if incoming.eof:
                 return False
             try:
-                raw = core._sock.recv(chunk)
+                raw = core._sock.recv(65536)  # ciphertext: OpenSSL's buffer, not duonet's
             except (BlockingIOError, InterruptedError):
                 return False  # nothing more has arrived: nothing was consumed
             except OSError as exc:
