@@ -316,3 +316,22 @@ async def test_async_tls_unbuffered_read_line_nowait(
             assert await next_result(sock) == (duonet.ReadLineResult.PARTIAL_LINE, b"c")
             assert sock.read_line_nowait() == (duonet.ReadLineResult.DISCONNECTED, b"")
         await anyio.to_thread.run_sync(server.result)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_blocking_unbuffered_line_longer_than_the_kernel_holds(
+    portal_backend: str, kind: str
+) -> None:
+    # Waiting for the end of a 3 MB line without taking anything would wait forever: the
+    # kernel's queue fills up first. The line still comes back whole, and nothing after it.
+    line = os.urandom(3 * 1024 * 1024).replace(b"\n", b"-").replace(b"\r", b"-")
+    with (
+        pair(kind) as (ours, peer),
+        duonet.Socket.from_socket(ours, buffered=False) as sock,
+        dup_reader(sock) as other,
+    ):
+        sender = Thread(lambda: peer.sendall(line + b"\nafter"))
+        assert sock.recv_line(timeout=30, max_length=4_000_000) == line
+        assert not sock.has_data_buffered()
+        sender.result()
+        assert recv_exactly(other, 5) == b"after"

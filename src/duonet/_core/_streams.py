@@ -64,6 +64,9 @@ _DRAIN_LIMIT = 1 << 24
 _POLLRDHUP: int | None = getattr(select, "POLLRDHUP", None)
 #: First peek of an unbuffered line read; doubled while no line end is in sight.
 _PEEK_START = 4096
+#: A partial unbuffered line this long that stops growing is moved to the buffer (the kernel's
+#: queue is full: waiting for its end without taking anything would wait forever).
+_HOLD_AFTER = 1 << 16
 
 
 # -- argument checks (SPEC "Arguments are checked at the call") -------------------------------
@@ -170,7 +173,8 @@ def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: in
 
     Returns the line (``bytes``, ``b""`` at the end of the stream), or the number of bytes peeked
     (``int``) when no line end has arrived yet; nothing is consumed then. Raises
-    ``BlockingIOError`` when nothing at all is there.
+    ``BlockingIOError`` when nothing at all is there. The start of the line may already be
+    buffered (see :func:`recv_line_unbuffered`): the kernel then holds its rest.
     """
     raw = sock._sock
     buf = sock._buf
@@ -181,14 +185,14 @@ def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: in
             raise BlockingIOError from None
         except OSError as exc:
             sock._nowait_error(exc, flags)  # a disconnection under flags: the end of the stream
-            return b""
+            return buf.take_rest_line(max_length)
         if not data:
             sock._eof(flags)  # (reports a reset that connect() left, as an ordinary read does)
-            return b""
+            return buf.take_rest_line(max_length)
         if data[0] == 10 and pending_lf(sock):
             buf.feed(raw.recv(1))  # the \n of a \r\n whose \r ended the last line
             continue
-        count = line_extent(data, max_length)
+        count = line_extent(data, max_length - len(buf))
         if count is None:
             if len(data) >= window or not _peer_shut(raw.fileno()):
                 return len(data)
@@ -196,7 +200,8 @@ def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: in
             buf.feed(raw.recv(len(data)))
             sock._eof(flags)
             return buf.take_rest_line(max_length)
-        buf.feed(raw.recv(count))
+        if count:
+            buf.feed(raw.recv(count))
         line = buf.take_line(max_length)
         return line if line is not None else buf.take_rest_line(max_length)
 
@@ -233,22 +238,27 @@ def tls_line_from_record(sock: AsyncSocket, max_length: int) -> bytes | None:
 
 def unbuffered_lines_supported(sock: AsyncSocket) -> bool:
     """Can ``recv_line`` on this socket take exactly one line from the kernel?"""
-    return sock._tls is None and _POLLRDHUP is not None and not sock._buf
+    return sock._tls is None and _POLLRDHUP is not None
+
+
+def _full_window(sock: AsyncSocket, max_length: int) -> int:
+    # the rest of the longest piece, and a \r\n after it
+    return max_length - len(sock._buf) + 2
 
 
 def recv_line_unbuffered_nowait(
     sock: AsyncSocket, flags: SocketFlag, max_length: int
 ) -> bytes | None:
     """The next line if the kernel already holds all of it, else ``None`` (nothing consumed)."""
+    full = _full_window(sock, max_length)
     try:
-        found = _line_step(sock, flags, max_length, min(max_length + 2, _PEEK_START))
+        found = _line_step(sock, flags, max_length, min(full, _PEEK_START))
     except BlockingIOError:
         return None
     if isinstance(found, int):
-        window = max_length + 2
-        if found < window:
+        if found < min(full, _PEEK_START) or full <= _PEEK_START:
             return None
-        found = _line_step(sock, flags, max_length, window)
+        found = _line_step(sock, flags, max_length, full)
         if isinstance(found, int):
             return None
     assert isinstance(found, bytes)
@@ -256,9 +266,15 @@ def recv_line_unbuffered_nowait(
 
 
 async def recv_line_unbuffered(sock: AsyncSocket, flags: SocketFlag, max_length: int) -> bytes:
-    """``recv_line`` of an unbuffered plain socket: takes exactly the line from the kernel."""
+    """``recv_line`` of an unbuffered plain socket: takes exactly the line from the kernel.
+
+    A partial line is left in the kernel while more is awaited, except when it grows past what
+    the kernel's queue can hold (more than :data:`_HOLD_AFTER` bytes and no more arriving): its
+    start is then moved to the buffer, or the wait would never end.
+    """
     raw = sock._sock
-    window = min(max_length + 2, _PEEK_START)
+    buf = sock._buf
+    window = min(_full_window(sock, max_length), _PEEK_START)
     seen = 0
     delay = 0.0
     while True:
@@ -269,18 +285,31 @@ async def recv_line_unbuffered(sock: AsyncSocket, flags: SocketFlag, max_length:
             continue
         if isinstance(found, bytes):
             return found
-        if found >= window and window < max_length + 2:
-            window = min(window * 2, max_length + 2)
+        full = _full_window(sock, max_length)
+        if found >= window and window < full:
+            window = min(window * 2, full)
             continue
         if found > seen:
             seen, delay = found, 0.0
-        else:  # the wait did not honour SO_RCVLOWAT (Unix sockets): back off
-            if sock._waiter.nowait:
-                raise anyio.WouldBlock
-            delay = min(delay * 2 or 0.001, 0.05)
-            await anyio.sleep(delay)
+            await _wait_more(sock, raw, found + 1)
             continue
-        await _wait_more(sock, raw, found + 1)
+        if found >= _hold_after(raw):  # no more arrives: the kernel's queue is full
+            buf.feed(raw.recv(found))
+            seen = 0
+            window = min(_full_window(sock, max_length), _PEEK_START)
+            continue
+        # The wait did not honour SO_RCVLOWAT (Unix sockets): back off.
+        if sock._waiter.nowait:
+            raise anyio.WouldBlock
+        delay = min(delay * 2 or 0.001, 0.05)
+        await anyio.sleep(delay)
+
+
+def _hold_after(raw: socket.socket) -> int:
+    try:
+        return min(_HOLD_AFTER, raw.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 4)
+    except OSError:
+        return _HOLD_AFTER
 
 
 async def _wait_more(sock: AsyncSocket, raw: socket.socket, low: int) -> None:
