@@ -564,3 +564,33 @@ async def test_bytestream_ipv6_addresses_as_anyio_gives_them(anyio_backend: str)
                 assert sock.extra(A.family) == socket.AF_INET6
                 assert sock.extra(A.remote_address) == ("::1", listener.getsockname()[1])
                 assert sock.extra(A.local_address) == conn.getpeername()[:2]
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=LINE_BYTES,
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+    max_length=st.integers(1, 9),
+)
+def test_blocking_unbuffered_tcp_iteration_with_trickling_peer(
+    portal_backend: str, data: bytes, cuts: list[int], max_length: int
+) -> None:
+    # The peer sends in pieces with pauses, so lines are found while more is awaited (the
+    # SO_RCVLOWAT wait of unbuffered TCP sockets); every step leaves nothing buffered.
+    with pair("tcp") as (ours, peer), duonet.Socket.from_socket(ours, buffered=False) as sock:
+
+        def trickle() -> None:
+            for chunk in chunked(data, cuts):
+                peer.sendall(chunk)
+                time.sleep(0.003)
+            peer.shutdown(socket.SHUT_WR)
+
+        sender = Thread(trickle)
+        got = []
+        for line in sock.lines(timeout=LONG, max_length=max_length):
+            got.append(line)
+            assert not sock.has_data_buffered()
+        sender.result()
+    assert got == split_lines(data, max_length)
