@@ -299,3 +299,22 @@ def test_send_file_needs_a_connected_stream(
         sock.send_eof()
         with pytest.raises(BrokenPipeError, match="send_eof"):
             sock.send_file(path)
+
+
+async def test_async_send_file_reads_wrapped_files(
+    anyio_backend: str, tmp_path: Path, tls_files: TlsFiles, tls_client_ctx: duonet.SslContext
+) -> None:
+    # A GzipFile has the fileno() of the compressed file: its bytes are what read() gives.
+    import gzip
+
+    text = b"decompressed " * 10000
+    path = tmp_path / "t.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(text)
+    async with async_sender("tcp", tls_files, tls_client_ctx) as (sock, receiver):
+        receiver.go.set()
+        with gzip.open(path, "rb") as f, anyio.fail_after(LONG):
+            assert await sock.send_file(f, offset=13) == len(text) - 13
+            await sock.send_eof()
+        got = await anyio.to_thread.run_sync(receiver.thread.result)
+    assert got == text[13:]

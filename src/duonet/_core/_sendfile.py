@@ -56,7 +56,8 @@ def _open(file: object) -> tuple[IO[bytes], bool]:
     """The file object to read, and whether this call opened it (and must close it)."""
     if isinstance(file, (str, bytes, os.PathLike)):
         return open(file, "rb"), True  # closed by send_file
-    if isinstance(file, io.TextIOBase) or "b" not in getattr(file, "mode", "b"):
+    mode = getattr(file, "mode", "b")
+    if isinstance(file, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
         raise TypeError(
             f"send_file needs a file opened in binary mode or a path, not the text file {file!r}"
         )
@@ -67,8 +68,15 @@ def _open(file: object) -> tuple[IO[bytes], bool]:
     return file, False  # type: ignore[return-value]
 
 
+#: File objects whose bytes are those of their descriptor. Others (``gzip.GzipFile`` ...) may
+#: have a ``fileno()`` whose bytes are not what ``read()`` gives: they are read, not sendfile'd.
+_PLAIN_FILES = (io.FileIO, io.BufferedReader, io.BufferedRandom)
+
+
 def _fileno(file: IO[bytes]) -> int | None:
-    """The descriptor of a regular file, or None (no fileno, or not a regular file)."""
+    """The descriptor of a plain regular file, or None (read and send in chunks then)."""
+    if not isinstance(file, _PLAIN_FILES):
+        return None
     try:
         fd = file.fileno()
         if stat.S_ISREG(os.fstat(fd).st_mode):
