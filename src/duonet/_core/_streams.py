@@ -10,18 +10,23 @@ steps (or after the loop was left) sees exactly the bytes not yet yielded.
 *Unbuffered line reads* (``buffered=False``, plain sockets) take from the kernel exactly the line
 and its terminator: the kernel's queue is peeked (``MSG_PEEK``), the extent of the next line is
 found with the buffer's rules (:func:`line_extent`), and exactly that many bytes are read and run
-through the (then empty) buffer, which applies the line rules and remembers the ``\\n`` that may
-still follow a lone ``\\r`` as state. While no line end has arrived, nothing is consumed: the wait
-for *more* bytes uses ``SO_RCVLOWAT`` (honoured by TCP's poll; Unix sockets ignore it, so there
-the wait backs off with short sleeps), and the end of the stream behind a partial line is told by
-``POLLRDHUP``. Platforms without ``POLLRDHUP`` read unbuffered lines through the buffer instead.
+through the buffer, which applies the line rules and remembers the ``\\n`` that may still follow
+a lone ``\\r`` as state. While no line end has arrived, nothing is consumed: the wait for *more*
+bytes uses ``SO_RCVLOWAT`` (honoured by TCP's poll; Unix sockets ignore it, so there the wait
+backs off with short sleeps), and the end of the stream behind a partial line is told by
+``POLLRDHUP``. A partial line that outgrows the kernel's queue (it stops growing past
+``_HOLD_AFTER`` bytes) is moved to the buffer, or its end would never arrive. TLS cannot be
+peeked at: unbuffered TLS lines are taken a byte at a time from the record OpenSSL has already
+decrypted (:func:`tls_line_from_record`); where ``POLLRDHUP`` is missing, plain lines are read
+from the kernel a byte at a time.
 
 *The drain at close*: Linux answers the close of a socket that still holds unread bytes with a
 reset instead of a FIN, and a reset destroys what was still on its way to the peer (measured: a
-client that sent 4 MiB and closed with unread TLS 1.3 session tickets had its peer receive
-1.2-1.5 MiB). So ``close`` first reads, without waiting and bounded, whatever the kernel holds,
-unless another descriptor of this process shares the socket (then the close is not the last one,
-no reset can happen, and those bytes are the other reader's).
+client that sent 4 MiB and closed with unread TLS 1.3 session tickets, or an unread greeting, had
+its peer receive only part of them, then ``ECONNRESET``). So ``close`` first reads, without
+waiting and bounded, whatever the kernel holds, unless another descriptor of this process shares
+the socket (then the close is not the last one, no reset can happen, and those bytes are the
+other reader's).
 """
 
 from __future__ import annotations
