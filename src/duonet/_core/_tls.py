@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Data flows through anyio's ``TLSStream`` layered over a :class:`RawSocketStream` of the socket.
-Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured in
-``../shared/anyio-notes.md`` §4:
+Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured on anyio's
+``TLSStream``:
 
 * a failed handshake must still send its alert to the peer (``TLSStream.wrap`` drops it, so the
   peer would hang until TCP closes);
@@ -17,9 +17,12 @@ Handshakes, though, are driven here (:class:`_Handshake`), for three reasons mea
 
 When a handshake completes, its ``SSLObject`` and BIOs become a ``TLSStream``.
 
-``close()`` sends close_notify and does not wait for the peer's (``TLSStream.aclose`` would wait
-forever for an idle peer). A peer that closes without close_notify reads as closed under
-``SAFE_DISCONN`` and as ``SslError("... truncated ...")`` without it (see ``AsyncSocket._fill``).
+``send_eof()`` sends close_notify in full (``TLSStream.send_eof`` is not implemented) and then
+shuts the write side down; reading goes on, and the peer's close_notify that answers it is the
+end of the stream. ``close()`` sends close_notify and does not wait for the peer's
+(``TLSStream.aclose`` would wait forever for an idle peer). A peer that closes without
+close_notify reads as closed under ``SAFE_DISCONN`` and as ``SslError("... truncated ...")``
+without it (see ``AsyncSocket._fill``).
 """
 
 from __future__ import annotations
