@@ -594,3 +594,25 @@ def test_blocking_unbuffered_tcp_iteration_with_trickling_peer(
             assert not sock.has_data_buffered()
         sender.result()
     assert got == split_lines(data, max_length)
+
+
+async def test_anyio_tls_stream_over_an_async_socket(
+    anyio_backend: str, tls_files: TlsFiles
+) -> None:
+    # anyio's own TLS layered on a duonet socket: it drives receive/send/aclose as any stream.
+    def upper(tls: ssl.SSLSocket) -> None:
+        tls.sendall(tls.recv(100).upper())
+        tls.unwrap()
+
+    client_ctx = ssl.create_default_context(cafile=tls_files.ca)
+    with stdlib_tls_server(tls_files, upper) as (port, server):
+        with anyio.fail_after(LONG):
+            sock = await duonet.aio.dial("127.0.0.1", port)
+            tls = await anyio.streams.tls.TLSStream.wrap(
+                sock, hostname="localhost", ssl_context=client_ctx
+            )
+            await tls.send(b"hello over anyio's tls")
+            assert await tls.receive() == b"HELLO OVER ANYIO'S TLS"
+            await tls.aclose()
+        assert sock.get_fd() == -1
+        await anyio.to_thread.run_sync(server.result)
