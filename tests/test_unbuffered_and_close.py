@@ -335,3 +335,45 @@ def test_blocking_unbuffered_line_longer_than_the_kernel_holds(
         assert not sock.has_data_buffered()
         sender.result()
         assert recv_exactly(other, 5) == b"after"
+
+
+CHILD = """
+import socket, sys
+conn = socket.socket(fileno=int(sys.argv[1]))
+conn.settimeout(10)
+sys.stdin.readline()  # until the parent has closed its socket
+data = b""
+while chunk := conn.recv(65536):
+    data += chunk
+sys.stdout.write(data.decode())
+"""
+
+
+@pytest.mark.parametrize("buffered", [True, False])
+def test_close_leaves_unread_bytes_to_a_child_process(portal_backend: str, buffered: bool) -> None:
+    import subprocess
+    import sys
+
+    with pair("tcp") as (ours, peer):
+        sock = duonet.Socket.from_socket(ours, buffered=buffered)
+        peer.sendall(b"mine\n")
+        assert sock.recv_line(timeout=LONG) == b"mine"
+        if not buffered:
+            peer.sendall(b"the child's")
+            time.sleep(0.05)
+        fd = sock.get_fd()
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(fd)],
+            pass_fds=[fd],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            sock.close()  # not the last holder: the kernel's bytes are left to the child
+            peer.sendall(b" bytes")
+            peer.shutdown(socket.SHUT_WR)
+            out, _ = child.communicate(b"go\n", timeout=LONG)
+        finally:
+            child.kill()
+            child.wait()
+    assert out == (b"the child's bytes" if not buffered else b" bytes")

@@ -24,9 +24,9 @@ from the kernel a byte at a time.
 reset instead of a FIN, and a reset destroys what was still on its way to the peer (measured: a
 client that sent 4 MiB and closed with unread TLS 1.3 session tickets, or an unread greeting, had
 its peer receive only part of them, then ``ECONNRESET``). So ``close`` first reads, without
-waiting and bounded, whatever the kernel holds, unless another descriptor of this process shares
-the socket (then the close is not the last one, no reset can happen, and those bytes are the
-other reader's).
+waiting and bounded, whatever the kernel holds, unless another descriptor shares the socket, in
+this process or in a child it was handed to (then the close is not the last one, no reset can
+happen, and those bytes are the other reader's).
 """
 
 from __future__ import annotations
@@ -335,23 +335,59 @@ async def _wait_more(sock: AsyncSocket, raw: socket.socket, low: int) -> None:
 # -- closing ----------------------------------------------------------------------------------
 
 
-def _shared_in_process(fd: int) -> bool:
-    """True if another descriptor of this process refers to the same socket (Linux ``/proc``)."""
+def _socket_inode(fd: int) -> str:
+    return f"socket:[{os.fstat(fd).st_ino}]"
+
+
+def _holds(pid: str, target: str, skip_fd: int = -1) -> bool:
+    """Does process ``pid`` have a descriptor (other than ``skip_fd``) on socket ``target``?"""
+    folder = f"/proc/{pid}/fd"
     try:
-        me = os.fstat(fd)
-        names = os.listdir("/proc/self/fd")
+        names = os.listdir(folder)
     except OSError:
         return False
     for name in names:
-        if name == str(fd):
+        if name == str(skip_fd):
             continue
         try:
-            other = os.stat(f"/proc/self/fd/{name}")
+            if os.readlink(f"{folder}/{name}") == target:
+                return True
         except OSError:
             continue
-        if other.st_ino == me.st_ino and other.st_dev == me.st_dev:
-            return True
     return False
+
+
+def _descendants() -> list[str]:
+    """The pids of this process's children, their children, ... (Linux ``/proc``)."""
+    found: list[str] = []
+    todo = [str(os.getpid())]
+    while todo and len(found) < 4096:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    kids = children.read().split()
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _shared(fd: int) -> bool:
+    """True if another descriptor refers to this socket: in this process or in a descendant
+    (a child it was handed to). Linux only (``/proc``); elsewhere False."""
+    try:
+        target = _socket_inode(fd)
+    except OSError:
+        return False
+    if _holds("self", target, skip_fd=fd):
+        return True
+    return any(_holds(pid, target) for pid in _descendants())
 
 
 def drain_unread(raw: socket.socket) -> None:
@@ -364,8 +400,8 @@ def drain_unread(raw: socket.socket) -> None:
             return  # the end of the stream: nothing unread
     except OSError:
         return  # nothing unread (EAGAIN), not connected, or reset: no drain needed
-    if sys.platform.startswith("linux") and _shared_in_process(raw.fileno()):
-        return
+    if sys.platform.startswith("linux") and _shared(raw.fileno()):
+        return  # not the last close: no reset, and the bytes are the other holder's
     drained = 0
     while drained < _DRAIN_LIMIT:
         try:
