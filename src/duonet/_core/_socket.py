@@ -1403,7 +1403,7 @@ class AsyncSocket(ByteStream):
         if self._tls_state is not None:
             self._tls_state.close()
         elif not self._listening:
-            drain_unread(self._sock)  # so that the close is a FIN, not a reset
+            drain_unread(self._sock, not self._buffered)  # so that the close is a FIN, not a reset
         self._sock.close()
         self._buf.clear()
 

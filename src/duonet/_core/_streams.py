@@ -24,9 +24,10 @@ from the kernel a byte at a time.
 reset instead of a FIN, and a reset destroys what was still on its way to the peer (measured: a
 client that sent 4 MiB and closed with unread TLS 1.3 session tickets, or an unread greeting, had
 its peer receive only part of them, then ``ECONNRESET``). So ``close`` first reads, without
-waiting and bounded, whatever the kernel holds, unless another descriptor shares the socket, in
-this process or in a child it was handed to (then the close is not the last one, no reset can
-happen, and those bytes are the other reader's).
+waiting and bounded, whatever the kernel holds, unless (for an unbuffered socket, the only kind
+whose stream can be shared) another descriptor shares the socket, in this process or in a child
+it was handed to: then the close is not the last one, no reset can happen, and those bytes are
+the other reader's.
 """
 
 from __future__ import annotations
@@ -390,9 +391,14 @@ def _shared(fd: int) -> bool:
     return any(_holds(pid, target) for pid in _descendants())
 
 
-def drain_unread(raw: socket.socket) -> None:
+def drain_unread(raw: socket.socket, shareable: bool) -> None:
     """Read and drop, without waiting, what the kernel holds unread for a stream socket about to
-    be closed, so that the close sends a FIN and not a reset (see the module's docstring)."""
+    be closed, so that the close sends a FIN and not a reset (see the module's docstring).
+
+    ``shareable``: the socket is unbuffered, so other holders of it are looked for first (a
+    buffered socket reads ahead: its stream cannot be shared, and the search costs a look at
+    every descriptor of the process).
+    """
     if raw.type != socket.SOCK_STREAM:
         return
     try:
@@ -400,7 +406,7 @@ def drain_unread(raw: socket.socket) -> None:
             return  # the end of the stream: nothing unread
     except OSError:
         return  # nothing unread (EAGAIN), not connected, or reset: no drain needed
-    if sys.platform.startswith("linux") and _shared(raw.fileno()):
+    if shareable and sys.platform.startswith("linux") and _shared(raw.fileno()):
         return  # not the last close: no reset, and the bytes are the other holder's
     drained = 0
     while drained < _DRAIN_LIMIT:
