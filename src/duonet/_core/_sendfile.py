@@ -103,13 +103,18 @@ async def send_file(
     fobj, opened = _open(file)
     try:
         if sock._type != socket.SOCK_STREAM:
-            raise OSError(errno.EOPNOTSUPP, "send_file needs a stream socket (TCP or Unix)")
+            raise OSError(
+                errno.EOPNOTSUPP,
+                f"send_file needs a stream socket (TCP or Unix), not {sock._describe()}",
+            )
         progress = [0]
+        started = False
         sock._begin_write()
         try:
             sock._require_connected()
             if sock._eof_sent:
                 sock._refuse_after_eof()
+            started = True
             with _Deadline(sock, timeout, "send_file"):
                 fd = _fileno(fobj)
                 done = False
@@ -120,11 +125,11 @@ async def send_file(
                     await _chunks(sock, fobj, offset + progress[0], left, progress)
         finally:
             sock._writing = False
-            if not opened:
+            if started and not opened:
                 try:
                     fobj.seek(offset + progress[0])
-                except (OSError, ValueError):
-                    pass  # not seekable: nothing to leave
+                except (OSError, ValueError, AttributeError):
+                    pass  # not seekable: no position to leave
         return progress[0]
     finally:
         if opened:
@@ -167,9 +172,11 @@ async def _chunks(
     """Read and send chunk by chunk (TLS, or a file without a usable descriptor)."""
     try:
         fobj.seek(offset)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+    except (OSError, ValueError, AttributeError) as exc:
         if offset:
-            raise
+            raise ValueError(
+                f"offset={offset} needs a seekable file, and {fobj!r} is not ({exc})"
+            ) from exc
     while count is None or count > 0:
         chunk = fobj.read(_CHUNK if count is None else min(_CHUNK, count))
         if not chunk:
