@@ -17,11 +17,12 @@ portal, which wakes that call.
 from __future__ import annotations
 
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _portal
+from ._args import check_flags, check_max_length, check_timeout
 from ._buffer import EMPTY_LINE
 from ._core._socket import AsyncSocket, _DataLike
 from ._core._socket import dial as _aio_dial
@@ -213,6 +214,51 @@ class Socket:
         finally:
             token.append(None)
 
+    def lines(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> Iterator[bytes]:
+        """An iterator over the lines that successive :meth:`recv_line` calls with these
+        arguments return, ending (without yielding it) at ``b""``; ``for line in sock`` is
+        ``for line in sock.lines()``. Same rules as :meth:`duonet.aio.AsyncSocket.lines`: each
+        step is one ``recv_line``, so the iterator owns no byte and leaving the loop loses
+        nothing."""
+        check_timeout(timeout)
+        check_flags(flags, "lines")
+        return self._lines(timeout, flags, check_max_length(max_length))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._lines(None, SAFE_DISCONN, MAX_LINE_LENGTH)
+
+    def _lines(self, timeout: float | None, flags: SocketFlag, max_length: int) -> Iterator[bytes]:
+        # recv_line, with its ready-lane pop inlined (a line the buffer already split out is
+        # popped with no further call), so iterating is faster than a recv_line loop.
+        buf = self._buf
+        token = self._rtoken
+        recv_line = self.recv_line
+        while True:
+            line = None
+            try:
+                token.pop()
+            except IndexError:
+                raise self._busy("reading") from None
+            ready = buf.ready
+            if ready:
+                line = ready.pop()
+                if len(line) > max_length:
+                    ready.append(line)
+                    line = None
+                elif not line:
+                    line = EMPTY_LINE
+            token.append(None)
+            if line is None:
+                line = recv_line(timeout, flags, max_length)
+                if not line:
+                    return
+            yield line
+
     def skip(self, size: int, timeout: float | None = None) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.skip`."""
         return self._read(self._aio._skip_nowait, self._aio.skip, size, timeout)
@@ -244,6 +290,23 @@ class Socket:
                 _call(self._aio.send, rest, flags, timeout)
         finally:
             token.append(None)
+
+    def send_eof(self) -> None:
+        """Blocking :meth:`duonet.aio.AsyncSocket.send_eof`: half-close (``SHUT_WR``; on TLS
+        close_notify first); reading goes on. Idempotent."""
+        self._write(self._aio.send_eof)
+
+    def send_file(
+        self,
+        file: Any,
+        offset: int = 0,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Blocking :meth:`duonet.aio.AsyncSocket.send_file`: ``count`` bytes of ``file`` (a
+        binary file object or a path) from ``offset``, zero-copy on plain sockets; returns how
+        many were sent and leaves a file object's position just past them."""
+        return self._write(self._aio.send_file, file, offset, count, timeout)
 
     def try_send(self, data: _DataLike) -> bool:
         """Blocking :meth:`duonet.aio.AsyncSocket.try_send` (``False`` also when busy)."""

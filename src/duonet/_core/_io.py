@@ -61,6 +61,9 @@ class RawSocketStream(ByteStream):
     def __init__(self, sock: socket.socket, waiter: Waiter) -> None:
         self._sock = sock
         self._waiter = waiter
+        #: TLS records committed to the stream that the kernel has not taken yet (a send was
+        #: cancelled half-way): sent before anything else, so the records stay in order.
+        self.unsent = b""
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         sock = self._sock
@@ -75,7 +78,20 @@ class RawSocketStream(ByteStream):
             return data
 
     async def send(self, item: bytes | bytearray | memoryview) -> None:
-        await send_all(self._sock, self._waiter, memoryview(item))
+        view = memoryview(self.unsent + bytes(item) if self.unsent else item)
+        self.unsent = b""
+        sock = self._sock
+        try:
+            while view:
+                try:
+                    sent = sock.send(view)
+                except (BlockingIOError, InterruptedError):
+                    await self._waiter.writable()
+                    continue
+                view = view[sent:]
+        except BaseException:
+            self.unsent = bytes(view)  # cancelled or failed: keep what the kernel did not take
+            raise
 
     async def send_eof(self) -> None:
         try:

@@ -28,10 +28,12 @@ import errno
 import os
 import socket
 import ssl
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from anyio.abc import ByteStream
 from anyio.streams.tls import TLSStream
 
 from .._args import (
@@ -61,6 +63,16 @@ from .._ip import IpAddress
 from ._deadline import Deadline
 from ._io import Waiter, connect_raw, renew_socket, send_all
 from ._resolve import endpoint, happy_eyeballs, host_text, resolve
+from ._streams import (
+    LineIterator,
+    drain_unread,
+    extra_attributes,
+    pending_lf,
+    recv_line_unbuffered,
+    recv_line_unbuffered_nowait,
+    tls_line_from_record,
+    unbuffered_lines_supported,
+)
 
 if TYPE_CHECKING:
     from .._tls import SslContext
@@ -79,12 +91,16 @@ _MAX_DATAGRAM = 65535
 _KEEPS = frozenset({"recv", "recv_into", "recv_line", "skip"})
 
 
-class AsyncSocket:
+class AsyncSocket(ByteStream):
     """A socket with Nim's ``std/net`` API, awaited; works under asyncio and trio.
 
     Create it with :func:`new_async_socket` (or this constructor, same parameters), with
     :func:`dial`, from :meth:`accept`, or with :meth:`from_socket` to adopt a stdlib socket.
-    ``async with`` closes it.
+    ``async with`` closes it; ``async for line in sock`` reads lines (:meth:`lines`).
+
+    It is also an :class:`anyio.abc.ByteStream` (:meth:`receive`, :meth:`send`,
+    :meth:`send_eof`, :meth:`aclose`, :meth:`~anyio.TypedAttributeProvider.extra`), so anything
+    that takes an anyio stream takes it; anyio's reads and duonet's share one buffer.
     """
 
     def __init__(
@@ -117,6 +133,7 @@ class AsyncSocket:
         self._writing = False
         self._closed = False
         self._peer_gone = False
+        self._eof_sent = False  # send_eof() shut the write side down
         self._reset_errno = 0  # a reset that connect() saw right after the handshake: see _eof
         # A stream socket that was never connected (nor accepted) refuses reads and writes with
         # ENOTCONN: SAFE_DISCONN covers a connection that was lost, never one that did not exist.
@@ -234,8 +251,9 @@ class AsyncSocket:
             return SocketClosedError(f"socket {self._describe()}")
         return with_address(exc, action, self._describe())
 
-    async def _fill(self, flags: SocketFlag) -> bool:
-        """Read one chunk into the buffer; False once the peer has closed.
+    async def _fill(self, flags: SocketFlag, limit: int = _CHUNK) -> bool:
+        """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
+        closed.
 
         The only place where plain and TLS reads happen. Cancel-safe: nothing is consumed
         from the kernel or TLS unless it is fed to the buffer before returning.
@@ -247,22 +265,26 @@ class AsyncSocket:
             return False
         tls = self._tls
         if tls is not None:
-            try:
-                data = await tls.receive(_CHUNK)
-            except anyio.EndOfStream:
-                buf.feed_eof()
-                return False
-            except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                return self._tls_read_error(exc, flags)
-            buf.feed(data)
-            return True
+            while True:
+                # An exact read (unbuffered) first takes the \n that may complete a \r\n alone.
+                lf_first = limit < _CHUNK and pending_lf(self)
+                try:
+                    data = await tls.receive(1 if lf_first else limit)
+                except anyio.EndOfStream:
+                    buf.feed_eof()
+                    return False
+                except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+                    return self._tls_read_error(exc, flags)
+                buf.feed(data)
+                if not (lf_first and not buf):
+                    return True
         sock = self._sock
         if self._drained:  # a no-wait twin just found the kernel empty: don't ask again
             self._drained = False
             await self._waiter.readable()
         while True:
             try:
-                data = sock.recv(_CHUNK)
+                data = sock.recv(self._exact(limit))
             except (BlockingIOError, InterruptedError):
                 await self._waiter.readable()
                 continue
@@ -276,6 +298,14 @@ class AsyncSocket:
                 return True
             self._eof(flags)
             return False
+
+    def _exact(self, limit: int) -> int:
+        """How much a plain read of ``limit`` bytes asks the kernel for: one more when an exact
+        (unbuffered) read starts with the \\n that completes a \\r\\n (state, not data: the
+        buffer drops it). Raises ``BlockingIOError`` if the kernel holds nothing."""
+        if limit < _CHUNK and pending_lf(self) and self._sock.recv(1, socket.MSG_PEEK) == b"\n":
+            return limit + 1
+        return limit
 
     def _eof(self, flags: SocketFlag) -> None:
         """The kernel says the stream ended (a plain read got 0 bytes).
@@ -293,6 +323,11 @@ class AsyncSocket:
 
     def _tls_read_error(self, exc: BaseException, flags: SocketFlag) -> bool:
         cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+        if isinstance(cause, ssl.SSLZeroReturnError):
+            # The peer's close_notify after ours (send_eof): OpenSSL then reports it as an error
+            # instead of the empty read it gives when the peer closes first.
+            self._buf.feed_eof()
+            return False
         if isinstance(cause, ssl.SSLEOFError) or (
             isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF" in str(cause)
         ):
@@ -357,10 +392,10 @@ class AsyncSocket:
                             return datagram
                         await self._waiter.readable()
             if not self._buffered:
-                if buf:
-                    return buf.take(size)
+                # One read of at most `size` bytes: nothing is left behind in user space.
                 with self._deadline(timeout, "recv"):
-                    await self._fill(flags)
+                    while not buf and await self._fill(flags, size):
+                        pass  # (a read that gave only the \n of a \r\n: read again)
                 return buf.take(size)
             if len(buf) >= size:
                 return buf.take(size)
@@ -407,11 +442,12 @@ class AsyncSocket:
                                 break
                             got += n
                         else:
-                            if not await self._fill(flags):
+                            limit = _CHUNK if self._buffered else size - got
+                            if not await self._fill(flags, limit):
                                 got += self._buf.take_into(view[got:])
                                 break
                             got += self._buf.take_into(view[got:])
-                        if not self._buffered:
+                        if not self._buffered and got:
                             break
                 except BaseException:
                     # Cancelled or failed mid-way: give the bytes back, lose nothing.
@@ -482,6 +518,18 @@ class AsyncSocket:
         try:
             buf = self._buf
             with self._deadline(timeout, "recv_line"):
+                if not self._buffered:
+                    if unbuffered_lines_supported(self) and not self._gone_nowait():
+                        return await recv_line_unbuffered(self, flags, max_length)
+                    # TLS (no peeking into an SSLObject): one byte at a time, never past the line
+                    while True:
+                        line = buf.take_line(max_length)
+                        if line is None and self._tls is not None:
+                            line = tls_line_from_record(self, max_length)
+                        if line is not None:
+                            return line
+                        if not await self._fill(flags, 1):
+                            return buf.take_rest_line(max_length)
                 while await self._fill(flags):
                     line = buf.take_line(max_length)
                     if line is not None:
@@ -513,7 +561,21 @@ class AsyncSocket:
         line = buf.take_line(MAX_LINE_LENGTH)
         if line is not None:
             return ReadLineResult.FULL_LINE, line
-        while self._pull_nowait_any():  # everything the kernel holds, up to and including EOF
+        if not self._buffered and unbuffered_lines_supported(self) and not self._gone_nowait():
+            line = recv_line_unbuffered_nowait(self, SAFE_DISCONN, MAX_LINE_LENGTH)
+            if line is None:
+                return ReadLineResult.NONE, b""
+            if not line:
+                return ReadLineResult.DISCONNECTED, b""
+            return (ReadLineResult.PARTIAL_LINE if buf.eof else ReadLineResult.FULL_LINE), line
+        exact = not self._buffered  # (TLS, or plain with bytes buffered): never past the line
+        while True:  # everything the kernel holds, up to and including EOF
+            if exact and self._tls is not None:
+                line = tls_line_from_record(self, MAX_LINE_LENGTH)
+                if line is not None:
+                    return ReadLineResult.FULL_LINE, line
+            if not self._pull_nowait_any(1 if exact else _CHUNK):
+                break
             line = buf.take_line(MAX_LINE_LENGTH)
             if line is not None:
                 return ReadLineResult.FULL_LINE, line
@@ -524,15 +586,15 @@ class AsyncSocket:
             return ReadLineResult.DISCONNECTED, b""
         return ReadLineResult.NONE, b""
 
-    def _pull_nowait_any(self) -> bool:
+    def _pull_nowait_any(self, limit: int = _CHUNK) -> bool:
         """:meth:`_pull_nowait`, TLS included (in the loop's thread only: ``read_line_nowait``)."""
         if self._tls is None:
-            return self._pull_nowait()
+            return self._pull_nowait(SAFE_DISCONN, limit)
         if self._buf.eof or self._closed or self._gone_nowait():
             return False
         from ._tls import pull_nowait
 
-        return pull_nowait(self, _CHUNK)
+        return pull_nowait(self, limit)
 
     def _gone_nowait(self) -> bool:
         """An earlier send found the peer gone: the stream has ended, as ``_fill`` says too."""
@@ -540,8 +602,9 @@ class AsyncSocket:
             self._buf.feed_eof()
         return self._peer_gone
 
-    def _pull_nowait(self, flags: SocketFlag = SAFE_DISCONN) -> bool:
-        """Move what the kernel already holds into the buffer (plain sockets; never waits).
+    def _pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = _CHUNK) -> bool:
+        """Move what the kernel already holds (at most ``limit`` bytes) into the buffer (plain
+        sockets; never waits).
 
         Returns True if bytes were added. A disconnection under ``flags`` reads as EOF; any other
         error is raised (the kernel reports it only once).
@@ -549,7 +612,7 @@ class AsyncSocket:
         if self._tls is not None or self._buf.eof or self._closed or self._gone_nowait():
             return False
         try:
-            data = self._sock.recv(_CHUNK)
+            data = self._sock.recv(self._exact(limit))
         except (BlockingIOError, InterruptedError):
             self._drained = True
             return False
@@ -577,11 +640,16 @@ class AsyncSocket:
             buf = self._buf
             if len(buf) < size:
                 with self._deadline(timeout, "skip"):
-                    while len(buf) < size and await self._fill(SAFE_DISCONN):
+                    while len(buf) < size and await self._fill(SAFE_DISCONN, self._limit(size)):
                         pass
             return buf.discard(size)
         finally:
             self._reading = False
+
+    def _limit(self, size: int) -> int:
+        """How much one read may take while ``size`` bytes are wanted in the buffer: a chunk, or
+        on an unbuffered socket no more than is missing."""
+        return _CHUNK if self._buffered else max(1, size - len(self._buf))
 
     async def _read_line_nowait_in_loop(self) -> tuple[ReadLineResult, bytes]:
         """:meth:`read_line_nowait` for the blocking face of a TLS socket: the ``SSLObject`` may
@@ -611,7 +679,7 @@ class AsyncSocket:
             return buf.take(size) if buf else self._recv_datagram_nowait(size, flags)
         if not self._buffered:
             if not buf:
-                self._pull_nowait(flags)
+                self._pull_nowait(flags, size)
             return buf.take(size) if buf else None
         while len(buf) < size:
             if not self._pull_nowait(flags):
@@ -632,6 +700,10 @@ class AsyncSocket:
         if line is None:
             if self._unconnected:
                 raise self._not_connected()
+            if not self._buffered:
+                if unbuffered_lines_supported(self) and not self._gone_nowait():
+                    return recv_line_unbuffered_nowait(self, flags, max_length)
+                return None  # the awaited call reads no further than the line
             if self._pull_nowait(flags):
                 line = self._buf.take_line(max_length)
         return line
@@ -651,7 +723,7 @@ class AsyncSocket:
         got = self._buf.take_into(view)
         if got < size and not self._buf.direct_ok:
             # a \n to skip (or EOF): let the buffer see the next bytes first
-            if not self._pull_nowait(flags) and not self._buf.eof:
+            if not self._pull_nowait(flags, self._limit(size - got)) and not self._buf.eof:
                 self._buf.unread(bytes(view[:got]))
                 return None
             got += self._buf.take_into(view[got:])
@@ -699,7 +771,7 @@ class AsyncSocket:
             return None
         buf = self._buf
         while len(buf) < size:
-            if not self._pull_nowait(SAFE_DISCONN):
+            if not self._pull_nowait(SAFE_DISCONN, self._limit(size)):
                 return None
         return buf.discard(size)
 
@@ -712,7 +784,13 @@ class AsyncSocket:
             check_flags(flags, "send")
         if timeout is not None:
             check_timeout(timeout)
-        if self._closed or self._tls is not None or self._peer_gone or self._unconnected:
+        if (
+            self._closed
+            or self._tls is not None
+            or self._peer_gone
+            or self._unconnected
+            or self._eof_sent
+        ):
             return view
         try:
             sent = self._sock.send(view)
@@ -841,6 +919,8 @@ class AsyncSocket:
             raise self._not_connected()
         self._begin_write()
         try:
+            if self._eof_sent:
+                self._refuse_after_eof()
             with self._deadline(timeout, "send"):
                 if self._tls is not None:
                     await self._send_tls(view, flags)
@@ -893,6 +973,161 @@ class AsyncSocket:
             if self._closed:
                 raise SocketClosedError(f"socket {self._describe()}") from exc
             raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
+
+    def _require_connected(self) -> None:
+        if self._unconnected:
+            raise self._not_connected()
+
+    def _refuse_after_eof(self) -> None:
+        raise BrokenPipeError(
+            errno.EPIPE, f"cannot send to {self._describe()}: send_eof() shut the write side down"
+        )
+
+    async def send_eof(self) -> None:
+        """Half-close: shut the write side down, so the peer reads the end of the stream, while
+        this side can still read what the peer sends.
+
+        On TLS, close_notify is sent first; the peer's close_notify answering it reads as the
+        end of the stream (``b""``), not as an error. Idempotent, also after the peer closed.
+        A later ``send`` raises ``BrokenPipeError``.
+
+        Raises:
+            OSError: ``ENOTCONN`` if the socket was never connected.
+            SocketClosedError: the socket is closed.
+            BusyError: another task is writing this socket.
+        """
+        self._begin_write()
+        try:
+            if self._eof_sent:
+                return
+            self._require_connected()
+            self._eof_sent = True
+            if self._tls is not None:
+                from ._tls import send_eof
+
+                await send_eof(self)
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                if exc.errno != errno.ENOTCONN and not is_disconnection_error(
+                    SAFE_DISCONN, exc.errno or 0
+                ):
+                    raise self._os_error(exc, "shutting down the write side to") from exc
+        finally:
+            self._writing = False
+
+    async def send_file(
+        self,
+        file: Any,
+        offset: int = 0,
+        count: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Send ``count`` bytes of ``file`` (all to its end when ``None``) from ``offset``;
+        return how many were sent.
+
+        ``file`` is a binary file object or a path. ``offset`` is absolute in the file (as in
+        ``os.sendfile``). Plain TCP and Unix sockets use the kernel's zero-copy ``os.sendfile``
+        when the file has a descriptor; TLS sockets and other files are read and sent in chunks.
+        ``timeout`` bounds the whole call.
+
+        Whatever ends the call (its end, a timeout, a cancellation, an error), a file object's
+        position is left just past the last byte sent, so a second call with
+        ``offset=file.tell()`` continues exactly there: nothing is sent twice.
+
+        Raises:
+            TimeoutError: the timeout expired (see above for where to continue).
+            TypeError: ``file`` is neither a binary file object nor a path.
+            ValueError: ``offset`` or ``count`` is negative.
+            OSError: the peer is gone, or the file cannot be read (the message names which).
+            SocketClosedError: the socket is closed, or was closed during the call.
+            BusyError: another task is writing this socket.
+        """
+        from ._sendfile import send_file
+
+        return await send_file(self, file, offset, count, timeout)
+
+    # -- anyio's ByteStream -------------------------------------------------------------------
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """:class:`anyio.abc.ByteStream`'s read: 1 to ``max_bytes`` bytes, buffered ones first.
+
+        Shares the buffer of ``recv``/``recv_line``: mixing them loses nothing.
+
+        Raises:
+            anyio.EndOfStream: where ``recv`` (default flags) returns ``b""``: the peer closed,
+                reset, or closed TLS without close_notify.
+            anyio.ClosedResourceError: the socket is closed (or was closed during the call).
+            anyio.BrokenResourceError: any other failure (the cause is chained).
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise TypeError(f"max_bytes must be an integer, not {type(max_bytes).__name__}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, not {max_bytes}")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        buf = self._buf
+        if not buf:
+            self._begin_read()
+            try:
+                with self._deadline(None, "receive"):
+                    limit = _CHUNK if self._buffered else max_bytes
+                    while not buf and await self._fill(SAFE_DISCONN, limit):
+                        pass
+            except SocketClosedError:
+                raise anyio.ClosedResourceError from None
+            except (OSError, ssl.SSLError) as exc:
+                raise anyio.BrokenResourceError(
+                    f"receiving from {self._describe()} failed: {exc}"
+                ) from exc
+            finally:
+                self._reading = False
+            if not buf:
+                raise anyio.EndOfStream
+        return buf.take(max_bytes)
+
+    async def aclose(self) -> None:
+        """:class:`anyio.abc.ByteStream`'s close: the same as :meth:`close`."""
+        await self.close()
+
+    @property
+    def extra_attributes(self) -> dict[Any, Callable[[], Any]]:
+        """anyio's typed attributes: ``SocketAttribute.family``, ``local_address``,
+        ``local_port``, ``remote_address``, ``remote_port``, ``raw_socket`` (and anyio's
+        ``TLSAttribute`` ones on a TLS socket), read with ``sock.extra(attribute)``."""
+        return extra_attributes(self)
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def lines(
+        self,
+        timeout: float | None = None,
+        flags: SocketFlag = SAFE_DISCONN,
+        max_length: int = MAX_LINE_LENGTH,
+    ) -> AsyncIterator[bytes]:
+        """An async iterator over the lines that successive :meth:`recv_line` calls with these
+        arguments return, ending (without yielding it) at ``b""``.
+
+        ``async for line in sock`` is ``async for line in sock.lines()``. Empty lines come as
+        ``b"\\r\\n"``, long lines in pieces of at most ``max_length`` bytes, a last line cut by
+        the peer closing as it is. ``timeout`` bounds the wait for each line (``TimeoutError``
+        ends the loop). The iterator owns no byte: another read of the socket between two
+        steps, or after the loop was left (``break``, an exception, a timeout, a cancellation),
+        sees exactly the bytes not yet yielded. On an unbuffered socket it reads no further
+        ahead than ``recv_line``.
+        """
+        check_timeout(timeout)
+        check_flags(flags, "lines")
+        return LineIterator(self, timeout, flags, check_max_length(max_length))
+
+    def __aiter__(self) -> AsyncSocket:
+        return self  # each step is one recv_line: the socket is its own line iterator
+
+    async def __anext__(self) -> bytes:
+        line = await self.recv_line()
+        if not line:
+            raise StopAsyncIteration
+        return line
 
     def _peer_went_away(self, flags: SocketFlag) -> None:
         if SAFE_DISCONN not in flags:
@@ -1204,7 +1439,11 @@ class AsyncSocket:
     async def close(self) -> None:
         """Close the socket; idempotent. A task blocked on it gets ``SocketClosedError``.
 
-        On TLS, sends close_notify without waiting for the peer's (errors ignored).
+        On TLS, sends close_notify without waiting for the peer's (errors ignored). First takes,
+        without waiting, whatever the kernel holds unread for the socket (TLS 1.3 session
+        tickets never read, say), so that the close is a FIN and not a reset that would destroy
+        data still on its way to the peer: a peer that reads after ``send`` then ``close``
+        receives every byte.
         """
         if self._closed:
             return
@@ -1229,6 +1468,8 @@ class AsyncSocket:
             send_close_notify(self)
         if self._tls_state is not None:
             self._tls_state.close()
+        elif not self._listening:
+            drain_unread(self._sock, not self._buffered)  # so that the close is a FIN, not a reset
         self._sock.close()
         self._buf.clear()
 

@@ -17,9 +17,12 @@ anyio 4.x:
 
 When a handshake completes, its ``SSLObject`` and BIOs become a ``TLSStream``.
 
-``close()`` sends close_notify and does not wait for the peer's (``TLSStream.aclose`` would wait
-forever for an idle peer). A peer that closes without close_notify reads as closed under
-``SAFE_DISCONN`` and as ``SslError("... truncated ...")`` without it (see ``AsyncSocket._fill``).
+``send_eof()`` sends close_notify in full (``TLSStream.send_eof`` is not implemented) and then
+shuts the write side down; reading goes on, and the peer's close_notify that answers it is the
+end of the stream. ``close()`` sends close_notify and does not wait for the peer's
+(``TLSStream.aclose`` would wait forever for an idle peer). A peer that closes without
+close_notify reads as closed under ``SAFE_DISCONN`` and as ``SslError("... truncated ...")``
+without it (see ``AsyncSocket._fill``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = (
     "peer_certificates",
     "psk_identity",
     "send_close_notify",
+    "send_eof",
     "tls_accept",
     "wrap_connected_socket",
     "wrap_socket",
@@ -469,12 +473,34 @@ def send_close_notify(core: AsyncSocket) -> None:
         sslobj.unwrap()
     except (ssl.SSLError, ValueError):
         pass  # SSLWantReadError: ours is queued; the peer's is not awaited
-    data = tls._write_bio.read()
+    transport: Any = tls.transport_stream
+    data = transport.unsent + tls._write_bio.read()  # records a cancelled send left go first
+    transport.unsent = b""
     if data:
         try:
             core._sock.send(data)
         except OSError:
             pass
+
+
+async def send_eof(core: AsyncSocket) -> None:
+    """Our close_notify, sent in full (waiting for the socket to take it), then ``SHUT_WR``.
+
+    Reading goes on: OpenSSL reads after sending close_notify, and the peer's close_notify that
+    answers ours reads as the end of the stream. A peer already gone is no error.
+    """
+    tls = core._tls
+    assert tls is not None
+    sslobj: ssl.SSLObject = tls._ssl_object
+    try:
+        sslobj.unwrap()
+    except (ssl.SSLError, ValueError):
+        pass  # SSLWantReadError: ours is queued; the peer's is not awaited
+    data = tls._write_bio.read()
+    try:
+        await tls.transport_stream.send(data)
+    except OSError:
+        pass  # the peer is gone: it has nothing left to read
 
 
 def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
@@ -498,7 +524,7 @@ def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
             if incoming.eof:
                 return False
             try:
-                raw = core._sock.recv(chunk)
+                raw = core._sock.recv(65536)  # ciphertext: OpenSSL's buffer, not duonet's
             except (BlockingIOError, InterruptedError):
                 return False  # nothing more has arrived: nothing was consumed
             except OSError as exc:
