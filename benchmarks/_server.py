@@ -18,6 +18,8 @@ Modes (each accepted connection is served by its own thread):
     sends TOTAL bytes (1 MiB writes), then EOF.
 ``echo``
     echoes every chunk it receives (line ping-pong and 1-byte ping-pong alike).
+``sink``
+    reads until EOF, then answers ``<bytes received> <adler32 of them>\n`` and closes.
 ``tls PEMFILE``
     TLS 1.3 server handshake with the key and chain in PEMFILE, then waits for EOF.
 ``waiters``
@@ -35,6 +37,7 @@ import socket
 import ssl
 import sys
 import threading
+import zlib
 from collections.abc import Callable
 
 LINE_SIZE = 40
@@ -112,6 +115,15 @@ def make_bulk_handler(total: int) -> Callable[[socket.socket], None]:
         drain_until_eof(conn)
 
     return handle
+
+
+def sink(conn: socket.socket) -> None:
+    view = memoryview(bytearray(1 << 20))
+    total, check = 0, 1
+    while n := conn.recv_into(view):
+        total += n
+        check = zlib.adler32(view[:n], check)
+    conn.sendall(b"%d %d\n" % (total, check))
 
 
 def echo(conn: socket.socket) -> None:
@@ -209,6 +221,7 @@ def main(argv: list[str]) -> None:
         "lines": lambda: make_lines_handler(int(args[0])),
         "bulk": lambda: make_bulk_handler(int(args[0])),
         "echo": lambda: echo,
+        "sink": lambda: sink,
         "tls": lambda: make_tls_handler(args[0]),
     }
     handle = handlers[mode]()
