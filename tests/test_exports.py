@@ -87,7 +87,7 @@ def _spans(cell: str) -> list[str]:
 
 
 def spec_names() -> dict[str, set[str]]:
-    """What SPEC.md pins: module names per module, methods per class, enum members, ctx attributes."""
+    """What SPEC.md pins: names per module, methods per class, enum members, ctx attributes."""
     found: dict[str, set[str]] = {
         "duonet": set(),
         "duonet.aio": set(),
@@ -175,9 +175,7 @@ def test_every_spec_method_is_on_the_class(cls: str, name: str) -> None:
     _expect(f"{cls}.{name}", hasattr(klass, name))
 
 
-@pytest.mark.parametrize(
-    ("cls", "name"), [("Socket", "__iter__"), ("AsyncSocket", "__aiter__")]
-)
+@pytest.mark.parametrize(("cls", "name"), [("Socket", "__iter__"), ("AsyncSocket", "__aiter__")])
 def test_iteration_over_lines(cls: str, name: str) -> None:
     klass = duonet.Socket if cls == "Socket" else duonet.aio.AsyncSocket
     _expect(f"{cls}.{name}", hasattr(klass, name))
@@ -250,7 +248,8 @@ def test_star_import_gives_all(module: types.ModuleType) -> None:
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_unknown_name_is_an_attribute_error(module: types.ModuleType) -> None:
-    with pytest.raises(AttributeError, match=rf"module '{module.__name__}' has no attribute 'nope'"):
+    message = rf"module '{module.__name__}' has no attribute 'nope'"
+    with pytest.raises(AttributeError, match=message):
         module.nope  # noqa: B018
     assert not hasattr(module, "new_sockett")
 
