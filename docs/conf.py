@@ -193,8 +193,7 @@ def _defining_module(obj: object, name: str, *default: object) -> object:
     their ``#:`` comments.
 
     Public objects say ``__module__ == "duonet"`` (or ``"duonet.aio"``) at run time, but their
-    source
-    is in a private module; autodoc reads ``__module__`` to find the source it analyzes
+    source is in a private module; autodoc reads ``__module__`` to find the source it analyzes
     (``autodoc_member_order = "bysource"``, attribute comments of enums).
     """
     if name == "__module__":
