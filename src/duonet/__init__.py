@@ -10,11 +10,12 @@ anyio, nor certifi. The imports below are what type checkers and IDEs see.
 from __future__ import annotations
 
 import builtins
-import typing
 
 from . import _exports
 
-if typing.TYPE_CHECKING:
+# typing.TYPE_CHECKING without importing typing (and re), which would double the import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from ._blocking import Socket as Socket
     from ._blocking import dial as dial
     from ._blocking import new_socket as new_socket
@@ -55,13 +56,15 @@ if typing.TYPE_CHECKING:
     from ._tls import SslProtVersion as SslProtVersion
     from ._tls import destroy_context as destroy_context
     from ._tls import new_context as new_context
+else:
+    # Each name is imported on first use (PEP 562); type checkers see the imports above.
+    __getattr__ = _exports.lazy(__name__, globals())
+del TYPE_CHECKING
 
 #: The builtin :class:`TimeoutError`: what every timed-out call raises.
 TimeoutError = builtins.TimeoutError
 
 __version__ = "0.1.0"
-
-__getattr__ = _exports.lazy(__name__, globals())
 
 __all__ = (
     "SslContext",

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (and re)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 #: Names shared by both faces (the same objects): name -> private module (relative to ``duonet``).
 SHARED: dict[str, str] = {

@@ -8,11 +8,12 @@ as in :mod:`duonet`. Names are imported on first use, as in :mod:`duonet`.
 from __future__ import annotations
 
 import builtins
-import typing
 
 from .. import _exports
 
-if typing.TYPE_CHECKING:
+# typing.TYPE_CHECKING without importing typing (and re), which would double the import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from .._core._socket import AsyncSocket as AsyncSocket
     from .._core._socket import dial as dial
     from .._core._socket import new_async_socket as new_async_socket
@@ -52,11 +53,13 @@ if typing.TYPE_CHECKING:
     from .._tls import SslProtVersion as SslProtVersion
     from .._tls import destroy_context as destroy_context
     from .._tls import new_context as new_context
+else:
+    # Each name is imported on first use (PEP 562); type checkers see the imports above.
+    __getattr__ = _exports.lazy(__name__, globals())
+del TYPE_CHECKING
 
 #: The builtin :class:`TimeoutError`: what every timed-out call raises.
 TimeoutError = builtins.TimeoutError
-
-__getattr__ = _exports.lazy(__name__, globals())
 
 __all__ = (
     "SslContext",
