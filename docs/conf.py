@@ -38,12 +38,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinxcontrib_trio",  # renders ``async def`` functions and methods as "await ..."
+    "myst_parser",  # spec.rst includes the repository's SPEC.md (Markdown)
 ]
+myst_heading_anchors = 3
 # No sphinx.ext.intersphinx: the build machine may be offline, and a failed inventory fetch is a
 # warning, which -W turns into a failed build. References to the stdlib are therefore left
 # unresolved on purpose (see nitpick_ignore_regex).
 
 exclude_patterns = ["_build"]
+source_suffix = {".rst": "restructuredtext"}  # Markdown only where a page includes it
 smartquotes = False  # quotes in this documentation are mostly literal strings, keep them straight
 nitpicky = True  # every cross-reference must resolve (or be listed below, with the reason)
 
