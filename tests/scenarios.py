@@ -24,7 +24,7 @@ Rules every scenario follows (STYLE §11-13):
 
 The peer of most scenarios is a plain stdlib socket driven from the test itself (``conn``), so a
 bug cannot hide on both ends. Expectations follow SPEC.md; where SPEC deliberately differs from Nim
-(see ../shared/nim-net-reference.md §3.4), a comment gives Nim's result.
+(docs/nim-mapping.rst lists the differences), a comment gives Nim's result.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 The blocking ``Socket`` holds an ``AsyncSocket`` and must run its coroutines somewhere. anyio's
 ``BlockingPortal.call`` costs two blocking round trips, two ``concurrent.futures.Future`` s and a
-task-group spawn per call (measured ~150-350 us here, ``../shared/anyio-notes.md`` §1), so duonet
+task-group spawn per call (measured ~150-350 us here), so duonet
 keeps its own, leaner one:
 
 * one daemon thread ``duonet-portal`` per process, started lazily on the first call that needs it,

@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 Data flows through anyio's ``TLSStream`` layered over a :class:`RawSocketStream` of the socket.
-Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured in
-``../shared/anyio-notes.md`` §4:
+Handshakes, though, are driven here (:class:`_Handshake`), for three reasons (measured
+with anyio 4):
 
 * a failed handshake must still send its alert to the peer (``TLSStream.wrap`` drops it, so the
   peer would hang until TCP closes);
