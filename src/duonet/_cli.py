@@ -94,6 +94,12 @@ def _seconds(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The ``duonet`` command's parser (with every subcommand)."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top parser, and the parsers of the commands whose options :func:`_check` checks."""
     plain = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="duonet", description=_wrap(DESCRIPTION), formatter_class=plain
@@ -238,14 +244,14 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=plain,
     )
     parse.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address, as text")
-    parser.commands = {"connect": connect, "listen": listen}  # type: ignore[attr-defined]
-    return parser
+    return parser, {"connect": connect, "listen": listen}
 
 
-def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _check(commands: dict[str, argparse.ArgumentParser], args: argparse.Namespace) -> None:
     """Refuse options that would do nothing: a usage error (exit status 2), as argparse does."""
-    commands: dict[str, argparse.ArgumentParser] = getattr(parser, "commands", {})
-    command = commands.get(args.command, parser)
+    command = commands.get(args.command)
+    if command is None:
+        return
     if args.command == "connect":
         if not args.tls:
             for given, flag in ((args.ca, "--ca"), (args.insecure, "--insecure")):
@@ -492,9 +498,9 @@ VERIFY_HINT = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``duonet`` and ``python -m duonet``."""
-    parser = _parser()
+    parser, commands = _parsers()
     args = parser.parse_args(argv)
-    _check(parser, args)
+    _check(commands, args)
     try:
         if args.command == "demo":
             from ._demo import main as demo
