@@ -1,4 +1,6 @@
-"""nox sessions: tests on every Python 3.10-3.13 found, lint, typecheck, docs, bench, stress.
+"""nox sessions: tests on every Python 3.10-3.13 found, lint, typecheck, docs, package, bench,
+stress. Get nox with the ``dev`` extra: ``.venv/bin/pip install -e '.[dev]'``, then run
+``.venv/bin/nox``.
 
 Missing interpreters are skipped, not failed. On machines with pyenv, every installed 3.10-3.13 is
 made visible to nox (PYENV_VERSION), so ``nox -s tests`` runs them all.
@@ -10,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
@@ -79,6 +82,15 @@ def docs(session: nox.Session) -> None:
     """Build the docs with warnings as errors."""
     session.install("-e", ".[docs]")
     session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build the wheel and the sdist into dist/ and check them (metadata, README rendering)."""
+    session.install("build", "twine")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build")
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in Path("dist").iterdir()))
 
 
 @nox.session

@@ -15,12 +15,14 @@ from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
+from sphinx.util.inspect import safe_getattr
 
 # Document the source tree itself, whether or not duonet is installed in the building venv.
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src")))
 
 import duonet
 import duonet.aio
+from duonet import _exports
 
 # -- Project -----------------------------------------------------------------------------------
 
@@ -36,12 +38,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinxcontrib_trio",  # renders ``async def`` functions and methods as "await ..."
+    "myst_parser",  # spec.rst includes the repository's SPEC.md (Markdown)
 ]
+myst_heading_anchors = 3
 # No sphinx.ext.intersphinx: the build machine may be offline, and a failed inventory fetch is a
 # warning, which -W turns into a failed build. References to the stdlib are therefore left
 # unresolved on purpose (see nitpick_ignore_regex).
 
 exclude_patterns = ["_build"]
+source_suffix = {".rst": "restructuredtext"}  # Markdown only where a page includes it
 smartquotes = False  # quotes in this documentation are mostly literal strings, keep them straight
 nitpicky = True  # every cross-reference must resolve (or be listed below, with the reason)
 
@@ -186,7 +191,25 @@ def _check_api_coverage(app: Sphinx, env: BuildEnvironment) -> None:
             logger.warning("duonet.aio.%s is in __all__ but not in docs/api.rst", name)
 
 
+def _defining_module(obj: object, name: str, *default: object) -> object:
+    """Give autodoc the private module that defines a public class, for its members' order and
+    their ``#:`` comments.
+
+    Public objects say ``__module__ == "duonet"`` (or ``"duonet.aio"``) at run time, but their
+    source is in a private module; autodoc reads ``__module__`` to find the source it analyzes
+    (``autodoc_member_order = "bysource"``, attribute comments of enums).
+    """
+    if name == "__module__":
+        public = getattr(obj, "__module__", None)
+        table = _exports.TABLES.get(public) if isinstance(public, str) else None
+        private = table.get(getattr(obj, "__name__", "")) if table else None
+        if private is not None:
+            return f"duonet.{private}"
+    return safe_getattr(obj, name, *default)
+
+
 def setup(app: Sphinx) -> None:
+    app.add_autodoc_attrgetter(type, _defining_module)
     _napoleon_properties_as_methods(app)
     app.connect("autodoc-process-docstring", _drop_builtin_docstrings, priority=400)
     app.connect("autodoc-process-signature", _qualify_flag_defaults)

@@ -7,6 +7,7 @@ timeout and killed in a ``finally``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import queue
@@ -213,9 +214,62 @@ def test_connect_timeout() -> None:
         finally:
             silent.set()
     assert proc.returncode == 1
-    assert err.startswith(b"duonet: ")
-    assert b"timed out" in err
-    assert err.count(b"\n") == 1
+    assert err == f"duonet: nothing received from 127.0.0.1:{port} for 0.3 s (--timeout)\n".encode()
+
+
+def test_connect_timeout_while_connecting_names_the_address() -> None:
+    """A TLS handshake that never gets an answer: the CLI's words, not the library's."""
+    silent = threading.Event()
+    try:
+        with server(lambda conn: silent.wait(TIMEOUT)) as port:
+            args = ["connect", "--tls", "--insecure", "127.0.0.1", str(port)]
+            result = run(*args, "--timeout", "0.3")
+            silent.set()
+    finally:
+        silent.set()
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == (
+            f"duonet: could not connect (with the TLS handshake) to 127.0.0.1:{port} within 0.3 s "
+            "(--timeout)\n"
+        ).encode()
+    )
+
+
+def test_connect_quit_after_eof_against_a_server_that_keeps_the_connection() -> None:
+    stop_server = threading.Event()
+
+    def keep_open(conn: socket.socket) -> None:
+        assert conn.recv(100) == b"bye\n"
+        conn.sendall(b"hello\n")
+        stop_server.wait(TIMEOUT)
+
+    try:
+        with server(keep_open) as port:
+            started = time.monotonic()
+            result = run("connect", "127.0.0.1", str(port), "-q", "0.5", stdin=b"bye\n")
+            elapsed = time.monotonic() - started
+            stop_server.set()
+    finally:
+        stop_server.set()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello\n"
+    assert result.stderr == b""
+    assert elapsed < TIMEOUT - 2
+
+
+def test_connect_quit_after_exits_as_soon_as_the_peer_closes() -> None:
+    def answer_and_close(conn: socket.socket) -> None:
+        assert recv_all(conn) == b"question\n"  # until the CLI's half-close
+        conn.sendall(b"answer\n")
+
+    with server(answer_and_close) as port:
+        started = time.monotonic()
+        result = run("connect", "127.0.0.1", str(port), "--quit-after", "8", stdin=b"question\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"answer\n"
+    assert time.monotonic() - started < 7
 
 
 # -- listen ---------------------------------------------------------------------------------------
@@ -258,8 +312,102 @@ def test_listen_echo_serves_many_clients() -> None:
 
 def test_listen_tls_needs_cert_and_key() -> None:
     result = run("listen", str(free_port()), "--tls")
-    assert result.returncode == 1
-    assert b"--cert" in result.stderr
+    assert result.returncode == 2
+    assert b"--tls needs --cert FILE and --key FILE" in result.stderr
+
+
+# -- usage errors and help -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["listen", "70000"], "port must be 0-65535, got 70000"),
+        (["listen", "-1"], "port must be 0-65535, got -1"),
+        (["connect", "localhost", "65536"], "port must be 0-65535, got 65536"),
+        (["connect", "localhost", "http"], "not a port number: 'http'"),
+        (["udp", "send", "127.0.0.1", "99999", "x"], "port must be 0-65535, got 99999"),
+        (["udp", "recv", "127.0.0.1", "70000"], "port must be 0-65535"),
+        (["connect", "localhost", "1", "--insecure"], "--insecure needs --tls"),
+        (["connect", "localhost", "1", "--ca", "ca.pem"], "--ca needs --tls"),
+        (["connect", "localhost", "1", "--tls", "--ca", "ca.pem", "--insecure"], "contradict"),
+        (["connect", "localhost", "1", "--timeout", "nan"], "finite number >= 0"),
+        (["connect", "localhost", "1", "--timeout", "-1"], "finite number >= 0"),
+        (["connect", "localhost", "1", "-q", "soon"], "not a number of seconds"),
+        (["listen", "0", "--cert", "c.pem"], "--cert needs --tls"),
+        (["listen", "0", "--key", "k.pem"], "--key needs --tls"),
+        (["listen", "0", "--tls", "--cert", "c.pem"], "--tls needs --cert FILE and --key FILE"),
+        (["ip", "frobnicate", "1.2.3.4"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options that would do nothing, and ports outside 0-65535, are usage errors (exit 2)."""
+    from duonet._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("usage: duonet ")
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """Every (sub)command's parser, by its name (``""`` for the top, ``"udp send"``, ...)."""
+    from duonet._cli import _parser
+
+    found: dict[str, argparse.ArgumentParser] = {}
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        found[name] = parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(f"{name} {sub}".strip(), subparser)
+
+    walk("", _parser())
+    return found
+
+
+COMMANDS = _commands()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS), ids=lambda n: n or "duonet")
+def test_help_is_plain_text_with_every_option_explained(name: str) -> None:
+    parser = COMMANDS[name]
+    text = parser.format_help()
+    for markup in ("``", ":func:", ":meth:", ":doc:", ".. "):
+        assert markup not in text
+    assert parser.description
+    for action in parser._actions:
+        assert action.help, f"duonet {name}: {action.option_strings or action.dest} has no help"
+        takes_value = action.nargs != 0 and not isinstance(action, argparse._SubParsersAction)
+        if action.option_strings and takes_value and action.dest != "help":
+            explained = "(default: " in action.help or "(required)" in action.help
+            assert explained, f"duonet {name} {action.option_strings}: no default shown"
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+CLI_DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.rst"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in COMMANDS if n), ids=str)
+def test_docs_cli_page_matches_help(name: str) -> None:
+    """docs/cli.rst shows each command's usage line and every option with its help text."""
+    doc = _normalized(CLI_DOC.read_text(encoding="utf-8"))
+    parser = COMMANDS[name]
+    usage = _normalized(parser.format_usage().removeprefix("usage: "))
+    assert usage in doc, f"the usage of duonet {name} is not on docs/cli.rst: {usage}"
+    for action in parser._actions:
+        if action.dest == "help" or isinstance(action, argparse._SubParsersAction):
+            continue
+        assert action.help is not None
+        assert _normalized(action.help) in doc, f"duonet {name} {action.dest}: {action.help}"
 
 
 # -- udp, ip ---------------------------------------------------------------------------------------
@@ -293,10 +441,28 @@ def test_udp_recv() -> None:
     assert b"from 127.0.0.1:" in err
 
 
+def test_udp_send_reads_stdin_without_message() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(TIMEOUT)
+        port = receiver.getsockname()[1]
+        result = run("udp", "send", "127.0.0.1", str(port), stdin=b"from stdin\n")
+        assert result.returncode == 0, result.stderr
+        assert receiver.recvfrom(65535)[0] == b"from stdin\n"
+        empty = run("udp", "send", "127.0.0.1", str(port), "")  # an explicit empty message
+        assert empty.returncode == 0, empty.stderr
+        assert receiver.recvfrom(65535)[0] == b""
+    assert b"sent 11 bytes" in result.stderr
+
+
 def test_udp_recv_timeout() -> None:
-    result = run("udp", "recv", "127.0.0.1", str(free_port()), "--timeout", "0.2")
+    port = free_port()
+    result = run("udp", "recv", "127.0.0.1", str(port), "--timeout", "0.2")
     assert result.returncode == 1
-    assert b"timed out" in result.stderr
+    assert (
+        result.stderr
+        == f"duonet: no datagram on 127.0.0.1:{port} within 0.2 s (--timeout)\n".encode()
+    )
 
 
 @pytest.mark.parametrize(
@@ -407,7 +573,57 @@ def test_connect_tls_untrusted_certificate(tls_files: dict[str, str]) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith(b"duonet: ")
     assert b"certificate" in result.stderr
+    assert b"pass --ca FILE" in result.stderr
+    assert b"--insecure" in result.stderr
     assert result.stderr.count(b"\n") == 1
+
+
+@contextlib.contextmanager
+def tls_server(tls_files: dict[str, str], handle: Callable[[ssl.SSLSocket], None]) -> Iterator[int]:
+    """A stdlib TLS server on 127.0.0.1 for one client: yields its port."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls_files["cert"], tls_files["key"])
+
+    def handle_tls(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+            handle(tls)
+
+    with server(handle_tls) as port:
+        yield port
+
+
+def test_connect_tls_verify_failure_hints_at_ca_and_insecure(tls_files: dict[str, str]) -> None:
+    with tls_server(tls_files, lambda tls: None) as port:
+        result = run("connect", "--tls", "127.0.0.1", str(port), "--timeout", "5")
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert err.startswith("duonet: TLS handshake with 127.0.0.1"), err
+    assert "certificate verify failed" in err
+    assert err.endswith(
+        "; to trust the server's CA, pass --ca FILE; to skip verification (testing only), "
+        "--insecure\n"
+    ), err
+
+
+def test_connect_tls_quit_after_eof(tls_files: dict[str, str]) -> None:
+    """TLS cannot half-close: -q ends the session once stdin is done and the server lingers."""
+    done = threading.Event()
+
+    def linger(tls: ssl.SSLSocket) -> None:
+        assert tls.recv(100) == b"ping\n"
+        tls.sendall(b"pong\n")
+        done.wait(TIMEOUT)
+
+    try:
+        with tls_server(tls_files, linger) as port:
+            args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
+            result = run(*args, "-q", "0.5", stdin=b"ping\n")
+            done.set()
+    finally:
+        done.set()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"pong\n"
+    assert result.stderr == b""
 
 
 @needs_openssl

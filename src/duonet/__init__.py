@@ -2,55 +2,67 @@
 
 This is the blocking face: every call blocks the calling thread. The same API, awaited, for asyncio
 and trio programs is :mod:`duonet.aio`. Types, enums and errors are the same objects in both.
+
+Names are imported on first use (``_exports``): ``import duonet`` alone loads neither asyncio,
+anyio, nor certifi. The imports below are what type checkers and IDEs see.
 """
 
 from __future__ import annotations
 
 import builtins
 
-from ._blocking import Socket as Socket
-from ._blocking import dial as dial
-from ._blocking import new_socket as new_socket
-from ._blocking import wrap_connected_socket as wrap_connected_socket
-from ._core._tls import wrap_socket as wrap_socket
-from ._enums import BUFFER_SIZE as BUFFER_SIZE
-from ._enums import MAX_LINE_LENGTH as MAX_LINE_LENGTH
-from ._enums import Certificate as Certificate
-from ._enums import IpAddressFamily as IpAddressFamily
-from ._enums import Port as Port
-from ._enums import ReadLineResult as ReadLineResult
-from ._enums import SOBool as SOBool
-from ._enums import SocketFlag as SocketFlag
-from ._errors import BusyError as BusyError
-from ._errors import SocketClosedError as SocketClosedError
-from ._errors import SslError as SslError
-from ._errors import is_disconnection_error as is_disconnection_error
-from ._errors import raise_ssl_error as raise_ssl_error
-from ._ip import IpAddress as IpAddress
-from ._ip import from_sock_addr as from_sock_addr
-from ._ip import get_primary_ip_addr as get_primary_ip_addr
-from ._ip import ipv4_any as ipv4_any
-from ._ip import ipv4_broadcast as ipv4_broadcast
-from ._ip import ipv4_loopback as ipv4_loopback
-from ._ip import ipv6_any as ipv6_any
-from ._ip import ipv6_loopback as ipv6_loopback
-from ._ip import is_ip_address as is_ip_address
-from ._ip import parse_ip_address as parse_ip_address
-from ._ip import to_sock_addr as to_sock_addr
-from ._portal import configure as configure
-from ._server import Server as Server
-from ._server import serve as serve
-from ._server import serve_unix as serve_unix
-from ._tls import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
-from ._tls import CIPHERS_MODERN as CIPHERS_MODERN
-from ._tls import CIPHERS_OLD as CIPHERS_OLD
-from ._tls import SslAcceptResult as SslAcceptResult
-from ._tls import SslContext as SslContext
-from ._tls import SslCVerifyMode as SslCVerifyMode
-from ._tls import SslHandshakeType as SslHandshakeType
-from ._tls import SslProtVersion as SslProtVersion
-from ._tls import destroy_context as destroy_context
-from ._tls import new_context as new_context
+from . import _exports
+
+# typing.TYPE_CHECKING without importing typing (and re), which would double the import time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._blocking import Socket as Socket
+    from ._blocking import dial as dial
+    from ._blocking import new_socket as new_socket
+    from ._blocking import wrap_connected_socket as wrap_connected_socket
+    from ._core._tls import wrap_socket as wrap_socket
+    from ._enums import BUFFER_SIZE as BUFFER_SIZE
+    from ._enums import MAX_LINE_LENGTH as MAX_LINE_LENGTH
+    from ._enums import Certificate as Certificate
+    from ._enums import IpAddressFamily as IpAddressFamily
+    from ._enums import Port as Port
+    from ._enums import ReadLineResult as ReadLineResult
+    from ._enums import SOBool as SOBool
+    from ._enums import SocketFlag as SocketFlag
+    from ._errors import BusyError as BusyError
+    from ._errors import SocketClosedError as SocketClosedError
+    from ._errors import SslError as SslError
+    from ._errors import is_disconnection_error as is_disconnection_error
+    from ._errors import raise_ssl_error as raise_ssl_error
+    from ._ip import IpAddress as IpAddress
+    from ._ip import from_sock_addr as from_sock_addr
+    from ._ip import get_primary_ip_addr as get_primary_ip_addr
+    from ._ip import ipv4_any as ipv4_any
+    from ._ip import ipv4_broadcast as ipv4_broadcast
+    from ._ip import ipv4_loopback as ipv4_loopback
+    from ._ip import ipv6_any as ipv6_any
+    from ._ip import ipv6_loopback as ipv6_loopback
+    from ._ip import is_ip_address as is_ip_address
+    from ._ip import parse_ip_address as parse_ip_address
+    from ._ip import to_sock_addr as to_sock_addr
+    from ._portal import configure as configure
+    from ._server import Server as Server
+    from ._server import serve as serve
+    from ._server import serve_unix as serve_unix
+    from ._tls import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
+    from ._tls import CIPHERS_MODERN as CIPHERS_MODERN
+    from ._tls import CIPHERS_OLD as CIPHERS_OLD
+    from ._tls import SslAcceptResult as SslAcceptResult
+    from ._tls import SslContext as SslContext
+    from ._tls import SslCVerifyMode as SslCVerifyMode
+    from ._tls import SslHandshakeType as SslHandshakeType
+    from ._tls import SslProtVersion as SslProtVersion
+    from ._tls import destroy_context as destroy_context
+    from ._tls import new_context as new_context
+else:
+    # Each name is imported on first use (PEP 562); type checkers see the imports above.
+    __getattr__ = _exports.lazy(__name__, globals())
+del TYPE_CHECKING
 
 #: The builtin :class:`TimeoutError`: what every timed-out call raises.
 TimeoutError = builtins.TimeoutError
@@ -103,3 +115,7 @@ __all__ = (
     "serve",
     "serve_unix",
 )
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,14 +1,18 @@
-"""The ``duonet`` command line: ``demo``, a netcat-like ``connect``/``listen``, ``udp``, ``ip``.
+"""The duonet command line: demo, a netcat-like connect/listen, udp send/recv, ip parse.
 
-Exit codes follow ``nc``: 0 on success, 1 on any failure (with the reason on stderr).
+Exit status follows nc: 0 on success, 1 on a failure (with the reason on standard error), 2 on a
+usage error (argparse's), 130 on Ctrl-C. Help texts are plain text: argparse prints them as they
+are, so they hold no reST markup.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import math
 import socket
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -17,52 +21,255 @@ from typing import TextIO
 from ._blocking import Socket, new_socket
 from ._core._tls import wrap_socket
 from ._enums import SOBool, SocketFlag
-from ._errors import SslError
+from ._errors import SocketClosedError, SslError
 from ._ip import parse_ip_address
 from ._tls import SslCVerifyMode, new_context
 
 __all__ = ("main",)
 
+DESCRIPTION = """\
+duonet: Nim's std/net for Python, blocking and async. This command is a small netcat built on
+its blocking API: connect to a server or listen for one client and relay standard input and
+output, send or receive one UDP datagram, parse an IP address, or run the demo.
+
+exit status: 0 on success, 1 on a failure (the reason is printed on standard error),
+2 on a usage error, 130 on Ctrl-C"""
+
+DEMO = """\
+A TLS line-echo server on 127.0.0.1 serves a blocking, an asyncio and a trio client, then a
+timeout shows that no received byte is lost. Nothing leaves the machine."""
+
+CONNECT = """\
+Connect to HOST PORT and relay both ways, like nc: standard input to the socket, the socket to
+standard output, until the peer closes. At the end of standard input a plain TCP connection is
+half-closed (the peer reads end-of-file, as with nc -N); a TLS connection stays open. With -q
+SECS the command closes the connection and exits at most SECS seconds after the end of
+standard input, even if the peer keeps the connection open."""
+
+LISTEN = """\
+Listen on PORT. Without --echo: accept one client, relay both ways as connect does, and exit when
+that client closes. With --echo: serve clients one after another, sending each line back, until
+Ctrl-C. A client that fails (a failed TLS handshake, a reset) is reported on standard error and
+the listener goes on."""
+
+UDP_SEND = """\
+Send one UDP datagram to HOST PORT: MESSAGE, or, when MESSAGE is left out, everything on standard
+input (read to its end) as one datagram."""
+
+UDP_RECV = """\
+Bind HOST PORT, wait for one UDP datagram, print it on standard output and its sender on
+standard error."""
+
+IP_PARSE = """\
+Parse ADDRESS strictly (IPv4: exactly four decimal parts 0-255, no leading zeros; IPv6: RFC 4291,
+no zone, brackets or port) and print its canonical form (RFC 5952) and family, e.g.
+"2001:db8::1 (IPV6)". An invalid address prints the reason and exits 1."""
+
+
+def _wrap(text: str) -> str:
+    """Each paragraph filled to 78 columns: argparse prints descriptions as they are."""
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), 78) for p in text.split("\n\n"))
+
+
+def _port(text: str) -> int:
+    """An argparse type: a port number 0-65535 (argparse turns the error into a usage error)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"seconds must be a finite number >= 0, got {text!r}")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="duonet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="run the loopback TLS demo")
+    """The ``duonet`` command's parser (with every subcommand)."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top parser, and the parsers of the commands whose options :func:`_check` checks."""
+    plain = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="duonet", description=_wrap(DESCRIPTION), formatter_class=plain
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="duonet COMMAND --help tells more"
+    )
+    sub.add_parser(
+        "demo",
+        help="run the loopback TLS demo (needs the demo extra: trustme and trio)",
+        description=_wrap(DEMO),
+    )
 
     connect = sub.add_parser(
-        "connect", help="connect to HOST PORT: stdin to socket, socket to stdout"
+        "connect",
+        help="connect to HOST PORT and relay standard input and output (like nc)",
+        description=_wrap(CONNECT),
+        formatter_class=plain,
     )
-    connect.add_argument("host")
-    connect.add_argument("port", type=int)
-    connect.add_argument("--tls", action="store_true", help="use TLS (verified by default)")
-    connect.add_argument("--ca", help="trust this CA file instead of certifi's bundle")
-    connect.add_argument("--insecure", action="store_true", help="TLS without any verification")
-    connect.add_argument("--timeout", type=float, default=None, help="seconds for connect/reads")
-    connect.add_argument("--lines", action="store_true", help="line mode: print each line read")
+    connect.add_argument("host", metavar="HOST", help="host name or IP address of the server")
+    connect.add_argument("port", metavar="PORT", type=_port, help="TCP port of the server, 0-65535")
+    connect.add_argument(
+        "--tls",
+        action="store_true",
+        help="use TLS, verifying the certificate and host name against certifi's CAs "
+        "(default: plain TCP)",
+    )
+    connect.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="with --tls: trust the CAs in this PEM file (default: certifi's CAs)",
+    )
+    connect.add_argument(
+        "--insecure", action="store_true", help="with --tls: verify nothing (no CA, no host name)"
+    )
+    connect.add_argument(
+        "--timeout",
+        metavar="SECS",
+        type=_seconds,
+        help="seconds allowed for connecting (TLS handshake included) and for each read "
+        "(default: no limit)",
+    )
+    connect.add_argument(
+        "--lines",
+        action="store_true",
+        help="line mode: read lines (ended by \\n, \\r\\n or a lone \\r) and print each on a "
+        "line of its own (default: relay bytes as they come)",
+    )
+    connect.add_argument(
+        "-q",
+        "--quit-after",
+        metavar="SECS",
+        type=_seconds,
+        help="after the end of standard input, close the connection and exit once the peer "
+        "closes or SECS seconds have passed, whichever comes first; 0 closes at once "
+        "(default: wait until the peer closes)",
+    )
 
-    listen = sub.add_parser("listen", help="accept one client on PORT (or echo every client)")
-    listen.add_argument("port", type=int)
-    listen.add_argument("--address", default="127.0.0.1")
-    listen.add_argument("--tls", action="store_true")
-    listen.add_argument("--cert")
-    listen.add_argument("--key")
-    listen.add_argument("--echo", action="store_true", help="echo lines back, serve many clients")
+    listen = sub.add_parser(
+        "listen",
+        help="listen on PORT: relay with one client, or echo lines to many (--echo)",
+        description=_wrap(LISTEN),
+        formatter_class=plain,
+    )
+    listen.add_argument(
+        "port",
+        metavar="PORT",
+        type=_port,
+        help="TCP port to listen on, 0-65535 (0: a free port, shown on standard error)",
+    )
+    listen.add_argument(
+        "--address",
+        metavar="ADDR",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 or :: for every address (default: 127.0.0.1)",
+    )
+    listen.add_argument(
+        "--tls", action="store_true", help="use TLS; needs --cert and --key (default: plain TCP)"
+    )
+    listen.add_argument(
+        "--cert", metavar="FILE", help="with --tls (required): the certificate chain (PEM)"
+    )
+    listen.add_argument(
+        "--key", metavar="FILE", help="with --tls (required): its private key (PEM)"
+    )
+    listen.add_argument(
+        "--echo",
+        action="store_true",
+        help="echo each line back and serve clients one after another until Ctrl-C "
+        "(default: relay with one client, then exit)",
+    )
 
-    udp = sub.add_parser("udp", help="send or receive one UDP datagram")
-    udp_sub = udp.add_subparsers(dest="action", required=True)
-    send = udp_sub.add_parser("send", help="send MESSAGE (empty if left out) to HOST PORT")
-    send.add_argument("host")
-    send.add_argument("port", type=int)
-    send.add_argument("message", nargs="?", default="")
-    recv = udp_sub.add_parser("recv", help="bind HOST PORT, print one datagram and its sender")
-    recv.add_argument("host")
-    recv.add_argument("port", type=int)
-    recv.add_argument("--timeout", type=float, default=None, help="seconds to wait")
+    udp = sub.add_parser(
+        "udp",
+        help="send or receive one UDP datagram",
+        description="Send (udp send) or receive (udp recv) one UDP datagram.",
+    )
+    udp_sub = udp.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="send or recv"
+    )
+    send = udp_sub.add_parser(
+        "send",
+        help="send one datagram to HOST PORT",
+        description=_wrap(UDP_SEND),
+        formatter_class=plain,
+    )
+    send.add_argument("host", metavar="HOST", help="host name or IP address to send to")
+    send.add_argument("port", metavar="PORT", type=_port, help="UDP port to send to, 0-65535")
+    send.add_argument(
+        "message",
+        metavar="MESSAGE",
+        nargs="?",
+        help="the datagram, as text (default: standard input, read to its end)",
+    )
+    recv = udp_sub.add_parser(
+        "recv",
+        help="bind HOST PORT and print one datagram and its sender",
+        description=_wrap(UDP_RECV),
+        formatter_class=plain,
+    )
+    recv.add_argument(
+        "host", metavar="HOST", help="address to bind, e.g. 127.0.0.1, or 0.0.0.0 for all"
+    )
+    recv.add_argument("port", metavar="PORT", type=_port, help="UDP port to bind, 0-65535")
+    recv.add_argument(
+        "--timeout",
+        metavar="SECS",
+        type=_seconds,
+        help="seconds to wait for the datagram (default: no limit)",
+    )
 
-    ip = sub.add_parser("ip", help="IP address tools")
-    ip.add_argument("action", choices=["parse"])
-    ip.add_argument("address")
-    return parser
+    ip = sub.add_parser(
+        "ip",
+        help="IP address tools: parse an address",
+        description="IP address tools (duonet's parse_ip_address).",
+    )
+    ip_sub = ip.add_subparsers(dest="action", required=True, metavar="ACTION", help="parse")
+    parse = ip_sub.add_parser(
+        "parse",
+        help="check an address strictly and print its canonical form and family",
+        description=_wrap(IP_PARSE),
+        formatter_class=plain,
+    )
+    parse.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address, as text")
+    return parser, {"connect": connect, "listen": listen}
+
+
+def _check(commands: dict[str, argparse.ArgumentParser], args: argparse.Namespace) -> None:
+    """Refuse options that would do nothing: a usage error (exit status 2), as argparse does."""
+    command = commands.get(args.command)
+    if command is None:
+        return
+    if args.command == "connect":
+        if not args.tls:
+            for given, flag in ((args.ca, "--ca"), (args.insecure, "--insecure")):
+                if given:
+                    command.error(f"{flag} needs --tls")
+        if args.ca and args.insecure:
+            command.error("--ca and --insecure contradict each other (--insecure trusts anyone)")
+    if args.command == "listen":
+        if not args.tls:
+            for given, flag in ((args.cert, "--cert"), (args.key, "--key")):
+                if given:
+                    command.error(f"{flag} needs --tls")
+        elif not (args.cert and args.key):
+            command.error("--tls needs --cert FILE and --key FILE")
+
+
+class _Failure(Exception):
+    """A failure already worded for the command line (printed after ``duonet: ``)."""
 
 
 #: Bytes (both directions) after which a terminal stderr shows the progress line.
@@ -131,31 +338,49 @@ class _Progress:
             self._enabled = self._shown = False
 
 
-def _pump_stdin(sock: Socket, progress: _Progress | None = None) -> None:
-    """Send stdin to ``sock`` until EOF, then half-close (the peer sees EOF, like ``nc -N``)."""
+class _Session:
+    """One relay's shared state: the pump thread and the reading loop tell each other they ended."""
+
+    def __init__(self, sock: Socket, quit_after: float | None) -> None:
+        self.sock = sock
+        self.quit_after = quit_after
+        self.peer_closed = threading.Event()
+        self.quitting = threading.Event()
+
+
+def _pump_stdin(session: _Session, progress: _Progress | None = None) -> None:
+    """Send stdin to the socket until EOF, then half-close (the peer sees EOF, like ``nc -N``).
+
+    With ``quit_after`` (``-q``), close the socket once that many seconds have passed after EOF
+    without the peer closing: the reading loop, blocked in ``recv``, then ends.
+    """
+    sock = session.sock
     stdin = sys.stdin
-    if stdin is None:
-        return
     try:
-        buffer = stdin.buffer
-        # read1: whatever one read gives (a typed line goes out at once), not a full 64 KiB.
-        read = buffer.read1 if isinstance(buffer, io.BufferedReader) else buffer.read
-        for chunk in iter(lambda: read(65536), b""):
-            sock.send(chunk)
-            if progress is not None:
-                progress.add(sent=len(chunk))
+        if stdin is not None:
+            buffer = stdin.buffer
+            # read1: whatever one read gives (a typed line goes out at once), not a full 64 KiB.
+            read = buffer.read1 if isinstance(buffer, io.BufferedReader) else buffer.read
+            for chunk in iter(lambda: read(65536), b""):
+                sock.send(chunk)
+                if progress is not None:
+                    progress.add(sent=len(chunk))
         # Plain TCP: half-close, so the peer sees EOF. TLS: a TCP half-close would break the
         # record stream (peers report "unexpected eof"), so keep reading until the peer closes.
         if not sock.is_ssl():
             sock.aio._sock.shutdown(socket.SHUT_WR)
     except (OSError, ValueError):
         pass  # the connection (or stdin) is gone: the reading side reports or ends
+    if session.quit_after is not None and not session.peer_closed.wait(session.quit_after):
+        session.quitting.set()
+        sock.close()  # wakes the reading loop up with SocketClosedError
 
 
-def _relay(sock: Socket, lines: bool, timeout: float | None) -> None:
-    """Stdin to ``sock`` (in a thread), ``sock`` to stdout until the peer closes."""
+def _relay(session: _Session, lines: bool, timeout: float | None, peer: str) -> None:
+    """Stdin to the socket (in a thread), the socket to stdout until the peer closes."""
+    sock = session.sock
     progress = None if lines else _Progress()
-    threading.Thread(target=_pump_stdin, args=(sock, progress), daemon=True).start()
+    threading.Thread(target=_pump_stdin, args=(session, progress), daemon=True).start()
     out = sys.stdout.buffer
     try:
         while True:
@@ -172,7 +397,14 @@ def _relay(sock: Socket, lines: bool, timeout: float | None) -> None:
                 assert progress is not None
                 progress.add(received=len(data))
             out.flush()
+    except SocketClosedError:
+        if not session.quitting.is_set():
+            raise
+    except TimeoutError:
+        assert timeout is not None
+        raise _Failure(f"nothing received from {peer} for {timeout:g} s (--timeout)") from None
     finally:
+        session.peer_closed.set()
         if progress is not None:
             progress.finish()
 
@@ -180,21 +412,25 @@ def _relay(sock: Socket, lines: bool, timeout: float | None) -> None:
 def _connect(args: argparse.Namespace) -> int:
     # Line mode reads lines from the buffer; raw mode relays whatever each read gives.
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    peer = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
     sock = new_socket(family, buffered=args.lines)
     with sock:
         if args.tls:
             mode = SslCVerifyMode.NONE if args.insecure else SslCVerifyMode.PEER
             wrap_socket(new_context(verify_mode=mode, ca_file=args.ca or ""), sock)
-        sock.connect(args.host, args.port, timeout=args.timeout)
-        _relay(sock, args.lines, args.timeout)
+        try:
+            sock.connect(args.host, args.port, timeout=args.timeout)
+        except TimeoutError:
+            what = "connect (with the TLS handshake)" if args.tls else "connect"
+            raise _Failure(
+                f"could not {what} to {peer} within {args.timeout:g} s (--timeout)"
+            ) from None
+        _relay(_Session(sock, args.quit_after), args.lines, args.timeout, peer)
     return 0
 
 
 def _listen(args: argparse.Namespace) -> int:
     family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-    if args.tls and not (args.cert and args.key):
-        print("duonet: listen --tls needs --cert and --key", file=sys.stderr)
-        return 1
     # Echo mode works on lines (buffered); raw mode relays whatever each read gives.
     with new_socket(family, buffered=args.echo) as listener:
         listener.set_sock_opt(SOBool.REUSE_ADDR, True)
@@ -222,7 +458,7 @@ def _listen(args: argparse.Namespace) -> int:
             sys.stderr.flush()
             with client:
                 if not args.echo:
-                    _relay(client, False, None)
+                    _relay(_Session(client, None), False, None, address)
                     return 0
                 try:
                     while line := client.recv_line(flags=loud):
@@ -235,19 +471,36 @@ def _udp(args: argparse.Namespace) -> int:
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     with new_socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP) as sock:
         if args.action == "send":
-            sent = sock.send_to(args.host, args.port, args.message)
+            if args.message is not None:
+                message: bytes = args.message.encode()
+            else:
+                message = b"" if sys.stdin is None else sys.stdin.buffer.read()
+            sent = sock.send_to(args.host, args.port, message)
             print(f"sent {sent} bytes to {args.host}:{args.port}", file=sys.stderr)
         else:
             sock.bind_addr(args.port, args.host)
-            data, host, port = sock.recv_from(65535, timeout=args.timeout)
+            try:
+                data, host, port = sock.recv_from(65535, timeout=args.timeout)
+            except TimeoutError:
+                raise _Failure(
+                    f"no datagram on {args.host}:{args.port} within {args.timeout:g} s (--timeout)"
+                ) from None
             sys.stdout.buffer.write(data + b"\n")
             print(f"from {host}:{port}", file=sys.stderr)
     return 0
 
 
+#: Appended to a certificate verification failure of ``connect --tls``.
+VERIFY_HINT = (
+    "; to trust the server's CA, pass --ca FILE; to skip verification (testing only), --insecure"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``duonet`` and ``python -m duonet``."""
-    args = _parser().parse_args(argv)
+    parser, commands = _parsers()
+    args = parser.parse_args(argv)
+    _check(commands, args)
     try:
         if args.command == "demo":
             from ._demo import main as demo
@@ -264,9 +517,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _udp(args)
     except KeyboardInterrupt:
         return 130
-    except (OSError, ValueError) as exc:
-        print(f"duonet: {_reason(exc)}", file=sys.stderr)
+    except _Failure as exc:
+        print(f"duonet: {exc}", file=sys.stderr)
         return 1
+    except (OSError, ValueError) as exc:
+        reason = _reason(exc)
+        if args.command == "connect" and _verification_failed(exc):
+            reason += VERIFY_HINT
+        print(f"duonet: {reason}", file=sys.stderr)
+        return 1
+
+
+def _verification_failed(exc: BaseException) -> bool:
+    """True for a TLS failure because the server's certificate or its name was not trusted."""
+    if not isinstance(exc, SslError):
+        return False
+    text = str(exc)
+    return getattr(exc, "verify_code", None) is not None or (
+        "certificate verify failed" in text or "hostname mismatch" in text
+    )
 
 
 def _reason(exc: BaseException) -> str:

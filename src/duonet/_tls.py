@@ -52,9 +52,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Final
 
-import anyio
-import certifi
-
 from ._errors import SslError
 
 __all__ = (
@@ -662,6 +659,8 @@ def new_context(
     elif verify_mode is SslCVerifyMode.PEER_USE_ENV_VARS and _load_env_cas(context):
         pass
     elif verify_mode is not SslCVerifyMode.NONE:  # as Nim, NONE loads no default CAs
+        import certifi  # here, not at the top: ``import duonet`` stays light
+
         try:
             context.load_verify_locations(cafile=certifi.where())
         except (ssl.SSLError, OSError) as exc:
@@ -716,6 +715,8 @@ def _cause_of(exc: BaseException) -> BaseException:
 
 
 def _reason_in_words(exc: BaseException, handshake: bool) -> str:
+    import anyio  # here, not at the top: contexts and enums must not load the event loop machinery
+
     during = "during the handshake" if handshake else "by the peer"
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = exc.verify_code
