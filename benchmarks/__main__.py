@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import accept, bulk, lines, pingpong, portal, sendfile, tls, waiters
+from . import accept, bulk, lines, load, pingpong, portal, sendfile, tls, waiters
 from . import serve as serve_scenario
 from ._harness import Config, Table, close_all_servers, pin_cpus, render
 
@@ -26,6 +26,7 @@ SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
     "portal": portal.run,
     "waiters": waiters.run,
     "sendfile": sendfile.run,
+    "load": load.run,
     "serve": serve_scenario.run,
 }
 
