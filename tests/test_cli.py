@@ -534,10 +534,9 @@ def read_line(pipe: IO[bytes], timeout: float = TIMEOUT) -> bytes:
 
 
 def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: bytes) -> None:
-    """Run ``connect`` with ``line`` on stdin: s_server prints it, answers, then goes away.
-
-    On TLS, stdin's EOF does not close the connection (a TCP half-close would break the TLS
-    stream): ``connect`` ends when the server does.
+    """Run ``connect`` with ``line`` on stdin: s_server prints it and answers; then the end of
+    stdin half-closes the TLS connection (close_notify, then SHUT_WR): s_server reads the end
+    of the stream and closes, and ``connect`` exits 0 without the server being stopped.
     """
     client = start(args, stdin=True)
     try:
@@ -546,13 +545,14 @@ def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: by
         assert server_proc.stdin is not None
         assert server_proc.stdout is not None
         client.stdin.write(line)
-        client.stdin.close()
+        client.stdin.flush()
         assert read_line(server_proc.stdout) == line
         server_proc.stdin.write(b"answer\n")
         server_proc.stdin.flush()
         assert read_line(client.stdout) == b"answer\n"
-        server_proc.kill()
+        client.stdin.close()  # connect half-closes: s_server sees close_notify and closes
         assert client.wait(timeout=TIMEOUT) == 0
+        assert server_proc.poll() is None  # connect ended because s_server closed, not died
     finally:
         stop(client)
 
