@@ -1000,6 +1000,17 @@ def test_send_to_nc(tmp_path: Path) -> None:
     assert out == path.read_bytes()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/stdin"), reason="needs /dev/stdin")
+def test_send_from_a_pipe(big_file: tuple[Path, bytes]) -> None:
+    """A file without offsets (a pipe) is read and sent as it comes."""
+    path, answer = big_file
+    with server(sha256_answer) as port:
+        args = ["send", "/dev/stdin", "127.0.0.1", str(port), "--timeout", "5"]
+        result = run(*args, stdin=path.read_bytes())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == answer
+
+
 def test_send_missing_file_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.bin"
     result = run("send", str(missing), "127.0.0.1", str(free_port()), "--timeout", "5")

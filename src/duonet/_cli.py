@@ -26,6 +26,7 @@ from ._core._tls import wrap_socket
 from ._enums import SOBool, SocketFlag
 from ._errors import SocketClosedError, SslError
 from ._ip import parse_ip_address
+from ._server import serve
 from ._tls import SslCVerifyMode, new_context
 
 __all__ = ("main",)
@@ -496,6 +497,25 @@ def _connect(args: argparse.Namespace) -> int:
 SEND_SLICE = 1024 * 1024
 
 
+def _send_slices(sock: Socket, file: BinaryIO, timeout: float | None) -> Iterator[int]:
+    """Send ``file`` in slices of :data:`SEND_SLICE` bytes, yielding each slice's size, so
+    that the progress line moves between two; ``timeout`` bounds each slice."""
+    if file.seekable():  # a regular file: send_file, zero copy on plain TCP
+        offset = 0
+        while True:
+            count = sock.send_file(file, offset, SEND_SLICE, timeout=timeout)
+            offset += count  # offset is absolute in the file
+            if count:
+                yield count
+            if count < SEND_SLICE:  # the end of the file
+                return
+    # A pipe (/dev/stdin, a FIFO): no offset to give send_file; read and send what comes.
+    read = file.read1 if isinstance(file, io.BufferedReader) else file.read
+    while chunk := read(SEND_SLICE):
+        sock.send(chunk, flags=SocketFlag(0), timeout=timeout)
+        yield len(chunk)
+
+
 def _send(args: argparse.Namespace) -> int:
     """``duonet send``: the file (zero copy on plain TCP), a half-close, then the answer."""
     try:
@@ -506,19 +526,15 @@ def _send(args: argparse.Namespace) -> int:
     with file, _dial(args, buffered=False) as (sock, peer):
         progress = _Progress()
         try:
-            while True:
-                try:
-                    # Slices (offset is absolute): the progress line moves between two calls.
-                    count = sock.send_file(file, sent, SEND_SLICE, timeout=args.timeout)
-                except TimeoutError:
-                    raise _Failure(
-                        f"sending {args.file} to {peer} stalled: less than 1 MiB went out in "
-                        f"{args.timeout:g} s (--timeout)"
-                    ) from None
-                sent += count
-                progress.add(sent=count)
-                if count < SEND_SLICE:  # the end of the file
-                    break
+            try:
+                for count in _send_slices(sock, file, args.timeout):
+                    sent += count
+                    progress.add(sent=count)
+            except TimeoutError:
+                raise _Failure(
+                    f"sending {args.file} to {peer} stalled: less than 1 MiB went out in "
+                    f"{args.timeout:g} s (--timeout)"
+                ) from None
             sock.send_eof()  # the peer reads EOF (after a close_notify on TLS), as with nc -N
             out = sys.stdout.buffer
             while True:
@@ -583,8 +599,6 @@ class _ServerReport(logging.Handler):
 
 def _echo_server(args: argparse.Namespace) -> int:
     """``listen --echo``: duonet's ``serve``, a thread per client, until Ctrl-C."""
-    from ._server import serve
-
     # No SAFE_DISCONN: a client that resets or ends TLS without close_notify is reported (one
     # line on stderr) instead of being let go in silence; the server goes on serving.
     loud = SocketFlag(0)
@@ -601,24 +615,36 @@ def _echo_server(args: argparse.Namespace) -> int:
             text = _reason(exc)
             _report(f"duonet: {text}" if peer in text else f"duonet: {peer}: {text}")
 
-    log = logging.getLogger("duonet")
-    log.addHandler(_ServerReport())
-    log.propagate = False
     ctx = None
     if args.tls:
         ctx = new_context(verify_mode=SslCVerifyMode.NONE, cert_file=args.cert, key_file=args.key)
     max_clients = 1024 if args.max_clients is None else args.max_clients
-    with serve(echo, args.port, args.address, ssl_context=ctx, max_clients=max_clients) as server:
-        _report(f"listening on {args.address}:{server.port}")
+    log, report = logging.getLogger("duonet"), _ServerReport()
+    log.addHandler(report)
+    propagate, log.propagate = log.propagate, False
+    try:
+        with serve(
+            echo, args.port, args.address, ssl_context=ctx, max_clients=max_clients
+        ) as server:
+            _report(f"listening on {args.address}:{server.port}")
 
-        def interrupted(signum: int, frame: object) -> None:
-            # serve_forever's close waits up to 5 s for the handlers: close the clients now
-            # (from a thread: a signal handler must not wait on locks its thread may hold).
-            threading.Thread(target=server.close, args=(0,), daemon=True).start()
-            raise KeyboardInterrupt
+            def interrupted(signum: int, frame: object) -> None:
+                # serve_forever's close waits up to 5 s for the handlers: close the clients
+                # now (from a thread: a signal handler must not wait for a lock that the
+                # thread it interrupted may hold).
+                threading.Thread(target=server.close, args=(0,), daemon=True).start()
+                raise KeyboardInterrupt
 
-        signal.signal(signal.SIGINT, interrupted)
-        server.serve_forever()  # Ctrl-C: closes the server, KeyboardInterrupt goes on
+            main_thread = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
+            try:
+                server.serve_forever()  # Ctrl-C: closes the server, KeyboardInterrupt goes on
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+    finally:
+        log.removeHandler(report)
+        log.propagate = propagate
     return 0
 
 
