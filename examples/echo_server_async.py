@@ -13,34 +13,22 @@ from duonet import aio
 
 
 async def handle(client: aio.AsyncSocket) -> None:
-    async with client:
-        while line := await client.recv_line(timeout=60):
-            await client.send((b"" if line == b"\r\n" else line) + b"\n")
+    """Runs in a task of its own for each client; serve closes the client when it returns."""
+    async for line in client.lines(timeout=60):  # ends when the client closes
+        await client.send((b"" if line == b"\r\n" else line) + b"\n")
 
 
 async def main(selftest: bool) -> None:
-    listener = aio.new_async_socket()
-    async with listener:
-        listener.set_sock_opt(aio.SOBool.REUSE_ADDR, True)
-        listener.bind_addr(0, "127.0.0.1")
-        listener.listen()
-        port = listener.get_local_addr()[1]
-        print(f"echo server on 127.0.0.1:{port}", flush=True)
-        async with anyio.create_task_group() as tg:
-
-            async def accept_forever() -> None:
-                while True:
-                    client = await listener.accept()
-                    tg.start_soon(handle, client)
-
-            tg.start_soon(accept_forever)
-            if selftest:
-                async with await aio.dial("127.0.0.1", port, timeout=5) as client:
-                    await client.send("ping\n")
-                    reply = await client.recv_line(timeout=5)
-                print(reply)
-                assert reply == b"ping", reply
-                tg.cancel_scope.cancel()
+    async with anyio.create_task_group() as tg:
+        server = await tg.start(aio.serve, handle, 0, "127.0.0.1")
+        print(f"echo server on 127.0.0.1:{server.port}", flush=True)
+        if selftest:
+            async with await aio.dial("127.0.0.1", server.port, timeout=5) as client:
+                await client.send("ping\n")
+                reply = await client.recv_line(timeout=5)
+            print(reply)
+            assert reply == b"ping", reply
+            tg.cancel_scope.cancel()  # stops the server: its listener and clients are closed
 
 
 if __name__ == "__main__":

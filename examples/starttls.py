@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 
 import trustme
 
@@ -28,31 +27,25 @@ def main() -> None:
         )
         client_ctx = duonet.new_context(ca_file=ca_file)
 
-        with duonet.new_socket() as listener:
-            listener.bind_addr(0, "127.0.0.1")
-            listener.listen()
-            port = listener.get_local_addr()[1]
+        def handle(client: duonet.Socket) -> None:  # plain at first: no ssl_context
+            client.send(b"220 plain text here\r\n")
+            assert client.recv_line(timeout=5) == b"STARTTLS"
+            client.send(b"220 go ahead\r\n")
+            duonet.wrap_connected_socket(server_ctx, client, SslHandshakeType.SERVER)
+            client.send(b"secret: " + client.recv_line(timeout=5) + b"\r\n")
 
-            def serve() -> None:
-                with listener.accept(timeout=10) as client:
-                    client.send(b"220 plain text here\r\n")
-                    assert client.recv_line(timeout=5) == b"STARTTLS"
-                    client.send(b"220 go ahead\r\n")
-                    duonet.wrap_connected_socket(server_ctx, client, SslHandshakeType.SERVER)
-                    client.send(b"secret: " + client.recv_line(timeout=5) + b"\r\n")
-
-            server = threading.Thread(target=serve)
-            server.start()
-            with duonet.dial("127.0.0.1", port, timeout=5) as sock:
-                print(sock.recv_line(timeout=5))
-                sock.send(b"STARTTLS\r\n")
-                print(sock.recv_line(timeout=5))
-                duonet.wrap_connected_socket(client_ctx, sock, SslHandshakeType.CLIENT, "localhost")
-                sock.send(b"over TLS\r\n")
-                reply = sock.recv_line(timeout=5)
-                print(reply)
-                assert reply == b"secret: over TLS"
-            server.join(10)
+        with (
+            duonet.serve(handle, 0, "127.0.0.1") as server,
+            duonet.dial("127.0.0.1", server.port, timeout=5) as sock,
+        ):
+            print(sock.recv_line(timeout=5))
+            sock.send(b"STARTTLS\r\n")
+            print(sock.recv_line(timeout=5))
+            duonet.wrap_connected_socket(client_ctx, sock, SslHandshakeType.CLIENT, "localhost")
+            sock.send(b"over TLS\r\n")
+            reply = sock.recv_line(timeout=5)
+            print(reply)
+            assert reply == b"secret: over TLS"
 
 
 if __name__ == "__main__":

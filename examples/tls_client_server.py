@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 
 import trustme
 
@@ -30,26 +29,19 @@ def main() -> None:
         )
         client_ctx = duonet.new_context(ca_file=ca_file)  # verify against our CA only
 
-        with duonet.new_socket() as listener:
-            listener.bind_addr(0, "127.0.0.1")
-            duonet.wrap_socket(server_ctx, listener)  # accept() hands out TLS clients
-            listener.listen()
-            port = listener.get_local_addr()[1]
+        def handle(client: duonet.Socket) -> None:  # in a thread, after the TLS handshake
+            client.send(b"hello " + client.recv_line(timeout=5) + b"\n")
 
-            def serve() -> None:
-                with listener.accept(timeout=10) as client:  # handshake already done
-                    client.send(b"hello " + client.recv_line(timeout=5) + b"\n")
-
-            server = threading.Thread(target=serve)
-            server.start()
-            with duonet.new_socket() as sock:
-                duonet.wrap_socket(client_ctx, sock)
-                sock.connect("localhost", port, timeout=5)  # handshake + verification here
-                sock.send("tls\n")
-                reply = sock.recv_line(timeout=5)
-                print(reply, "- peer certificates:", len(sock.get_peer_certificates()))
-                assert reply == b"hello tls"
-            server.join(10)
+        with (
+            duonet.serve(handle, 0, "127.0.0.1", ssl_context=server_ctx) as server,
+            duonet.new_socket() as sock,
+        ):
+            duonet.wrap_socket(client_ctx, sock)
+            sock.connect("localhost", server.port, timeout=5)  # handshake + verification
+            sock.send("tls\n")
+            reply = sock.recv_line(timeout=5)
+            print(reply, "- peer certificates:", len(sock.get_peer_certificates()))
+            assert reply == b"hello tls"
 
 
 if __name__ == "__main__":

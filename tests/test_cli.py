@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import queue
 import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -338,6 +340,15 @@ def test_listen_tls_needs_cert_and_key() -> None:
         (["listen", "0", "--key", "k.pem"], "--key needs --tls"),
         (["listen", "0", "--tls", "--cert", "c.pem"], "--tls needs --cert FILE and --key FILE"),
         (["ip", "frobnicate", "1.2.3.4"], "invalid choice"),
+        (["listen", "0", "--max-clients", "4"], "--max-clients needs --echo"),
+        (["listen", "0", "--echo", "--max-clients", "0"], "must be 1 or more, got 0"),
+        (["listen", "0", "--echo", "--max-clients", "many"], "not a whole number: 'many'"),
+        (["send", "f.bin", "localhost", "65536"], "port must be 0-65535, got 65536"),
+        (["send", "f.bin", "localhost", "1", "--ca", "ca.pem"], "--ca needs --tls"),
+        (["send", "f.bin", "localhost", "1", "--insecure"], "--insecure needs --tls"),
+        (["send", "f.bin", "localhost", "1", "--tls", "--ca", "c.pem", "--insecure"], "contradict"),
+        (["send", "f.bin", "localhost", "1", "--timeout", "-2"], "finite number >= 0"),
+        (["send", "f.bin", "localhost"], "the following arguments are required: PORT"),
     ],
 )
 def test_usage_errors_exit_2(
@@ -534,10 +545,9 @@ def read_line(pipe: IO[bytes], timeout: float = TIMEOUT) -> bytes:
 
 
 def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: bytes) -> None:
-    """Run ``connect`` with ``line`` on stdin: s_server prints it, answers, then goes away.
-
-    On TLS, stdin's EOF does not close the connection (a TCP half-close would break the TLS
-    stream): ``connect`` ends when the server does.
+    """Run ``connect`` with ``line`` on stdin: s_server prints it and answers; then the end of
+    stdin half-closes the TLS connection (close_notify, then SHUT_WR): s_server reads the end
+    of the stream and closes, and ``connect`` exits 0 without the server being stopped.
     """
     client = start(args, stdin=True)
     try:
@@ -546,13 +556,14 @@ def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: by
         assert server_proc.stdin is not None
         assert server_proc.stdout is not None
         client.stdin.write(line)
-        client.stdin.close()
+        client.stdin.flush()
         assert read_line(server_proc.stdout) == line
         server_proc.stdin.write(b"answer\n")
         server_proc.stdin.flush()
         assert read_line(client.stdout) == b"answer\n"
-        server_proc.kill()
+        client.stdin.close()  # connect half-closes: s_server sees close_notify and closes
         assert client.wait(timeout=TIMEOUT) == 0
+        assert server_proc.poll() is None  # connect ended because s_server closed, not died
     finally:
         stop(client)
 
@@ -579,13 +590,20 @@ def test_connect_tls_untrusted_certificate(tls_files: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def tls_server(tls_files: dict[str, str], handle: Callable[[ssl.SSLSocket], None]) -> Iterator[int]:
-    """A stdlib TLS server on 127.0.0.1 for one client: yields its port."""
+def tls_server(
+    tls_files: dict[str, str], handle: Callable[[ssl.SSLSocket], None], ragged: bool = True
+) -> Iterator[int]:
+    """A stdlib TLS server on 127.0.0.1 for one client: yields its port. With
+    ``ragged=False`` a TCP end without close_notify is an error, not the end of the stream
+    (``handle`` then fails, and the test with it)."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(tls_files["cert"], tls_files["key"])
 
     def handle_tls(conn: socket.socket) -> None:
-        with contextlib.suppress(OSError), ctx.wrap_socket(conn, server_side=True) as tls:
+        with (
+            contextlib.suppress(OSError),
+            ctx.wrap_socket(conn, server_side=True, suppress_ragged_eofs=ragged) as tls,
+        ):
             handle(tls)
 
     with server(handle_tls) as port:
@@ -736,3 +754,324 @@ def test_listen_with_socat_client() -> None:
         assert result.stdout == b"via socat\n"
     finally:
         stop(listener)
+
+
+# -- listen --echo: duonet.serve, clients at once ------------------------------------------------
+
+
+class StderrLines:
+    """The lines a running command writes on stderr, read in a thread as they come."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        self._pipe = proc.stderr
+        self._lines: queue.Queue[bytes] = queue.Queue()
+        self.seen: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self._pipe:
+                self._lines.put(line)
+        self._lines.put(b"")
+
+    def wait_for(self, text: bytes, timeout: float = TIMEOUT) -> bytes:
+        """The first line (from now on, or already seen) holding ``text``; fails after timeout."""
+        for line in self.seen:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if not line:
+                break
+            self.seen.append(line)
+            if text in line:
+                return line
+        raise AssertionError(f"no line with {text!r} on stderr; seen: {self.seen!r}")
+
+    def rest(self) -> bytes:
+        """Everything seen, once the command has ended."""
+        self._thread.join(TIMEOUT)
+        while not self._lines.empty():
+            self.seen.append(self._lines.get())
+        return b"".join(self.seen)
+
+
+def ask(sock: socket.socket, line: bytes) -> bytes:
+    """Send ``line`` and read its echo (one line)."""
+    sock.sendall(line)
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = sock.recv(100)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
+def test_listen_echo_serves_clients_at_once() -> None:
+    """The second client is answered while the first is still connected (and idle)."""
+    port = free_port()
+    proc = start(cli("listen", str(port), "--echo"))
+    err = StderrLines(proc)
+    try:
+        wait_listening(port, proc)
+        with dial(port, proc) as first, dial(port, proc) as second:
+            assert ask(first, b"first\n") == b"first\n"
+            assert ask(second, b"second\r\n") == b"second\n"  # first is still connected
+            assert ask(first, b"\r\n") == b"\n"  # an empty line stays one
+            err.wait_for(f"connection from 127.0.0.1:{second.getsockname()[1]}".encode())
+            first.shutdown(socket.SHUT_WR)
+            assert recv_all(first) == b""
+            assert ask(second, b"still here\n") == b"still here\n"
+    finally:
+        stop(proc)
+    assert f"listening on 127.0.0.1:{port}".encode() in err.rest()
+
+
+def test_listen_echo_max_clients_makes_the_next_client_wait() -> None:
+    port = free_port()
+    proc = start(cli("listen", str(port), "--echo", "--max-clients", "1"))
+    try:
+        wait_listening(port, proc)
+        with dial(port, proc) as first:
+            assert ask(first, b"one\n") == b"one\n"
+            with dial(port, proc) as second:
+                second.sendall(b"two\n")
+                second.settimeout(0.5)
+                with pytest.raises(TimeoutError):  # waits in the backlog: first has the slot
+                    second.recv(100)
+                second.settimeout(TIMEOUT)
+                first.close()  # its slot goes to second, which is answered now
+                assert ask(second, b"") == b"two\n"
+    finally:
+        stop(proc)
+
+
+def test_listen_echo_reports_a_failing_tls_client_while_serving_another(
+    tls_files: dict[str, str],
+) -> None:
+    port = free_port()
+    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
+    proc = start(cli(*args, "--echo"))
+    err = StderrLines(proc)
+    try:
+        wait_listening(port, proc)  # the probe fails its handshake too: it is reported
+        ctx = ssl.create_default_context(cafile=tls_files["ca"])
+        with ctx.wrap_socket(dial(port, proc), server_hostname="localhost") as good:
+            assert ask(good, b"before\n") == b"before\n"
+            with dial(port, proc) as plain:  # no TLS: its handshake fails
+                bad = f"127.0.0.1:{plain.getsockname()[1]}".encode()
+                plain.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert recv_all(plain) == b""
+            line = err.wait_for(bad)  # reported, with the client's address, while good is on
+            assert line.startswith(b"duonet: TLS handshake with " + bad + b" failed: "), line
+            assert b"http" in line.lower(), line
+            assert ask(good, b"after\n") == b"after\n"
+            good.unwrap().close()  # a clean TLS close: nothing to report
+        err.wait_for(b"connection from 127.0.0.1")
+    finally:
+        stop(proc)
+    text = err.rest().decode()
+    assert text.count("connection from 127.0.0.1") == 1, text
+    assert text.count("duonet: ") == 2, text  # the probe and the plain client, nothing else
+
+
+def test_listen_echo_ctrl_c_closes_the_clients_and_exits_130() -> None:
+    port = free_port()
+    proc = start(cli("listen", str(port), "--echo"))
+    err = StderrLines(proc)
+    try:
+        wait_listening(port, proc)
+        with dial(port, proc) as client:
+            assert ask(client, b"hi\n") == b"hi\n"
+            err.wait_for(f"connection from 127.0.0.1:{client.getsockname()[1]}".encode())
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=TIMEOUT) == 130
+            assert time.monotonic() - started < 4  # the client is not waited for (5 s)
+            assert recv_all(client) == b""  # the server closed it
+    finally:
+        stop(proc)
+    assert b"Traceback" not in err.rest()
+
+
+# -- connect: TLS half-close ---------------------------------------------------------------------
+
+
+def test_connect_tls_half_closes_at_the_end_of_stdin(tls_files: dict[str, str]) -> None:
+    """The server reads a clean end of the stream (close_notify, not a bare TCP FIN), then
+    answers on its still open side, and connect prints the answer and exits."""
+    got: dict[str, bytes] = {}
+
+    def read_to_eof_then_answer(tls: ssl.SSLSocket) -> None:
+        data = b""
+        while chunk := tls.recv(65536):  # suppress_ragged_eofs=False: only close_notify ends
+            data += chunk
+        got["data"] = data
+        tls.sendall(b"got " + str(len(data)).encode() + b" bytes\n")
+        tls.unwrap()
+
+    with tls_server(tls_files, read_to_eof_then_answer, ragged=False) as port:
+        args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
+        result = run(*args, "--timeout", "5", stdin=b"a\nb\n")
+    assert result.returncode == 0, result.stderr
+    assert got["data"] == b"a\nb\n"
+    assert result.stdout == b"got 4 bytes\n"
+    assert result.stderr == b""
+
+
+# -- send -----------------------------------------------------------------------------------------
+
+
+def sha256_answer(conn: socket.socket) -> None:
+    """Read to the end of the stream, answer with the size and the sha256 of what came."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := conn.recv(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    conn.sendall(f"{size} {digest.hexdigest()}\n".encode())
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A 5 MB file (not a multiple of the 1 MiB slices) and its expected answer."""
+    path = tmp_path_factory.mktemp("cli_send") / "big.bin"
+    body = os.urandom(5 * 1000 * 1000 + 7)
+    path.write_bytes(body)
+    return path, f"{len(body)} {hashlib.sha256(body).hexdigest()}\n".encode()
+
+
+def test_send_file_prints_the_answer(big_file: tuple[Path, bytes]) -> None:
+    path, answer = big_file
+    with server(sha256_answer) as port:
+        result = run("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == answer
+    size = path.stat().st_size
+    assert result.stderr == f"sent {size} bytes of {path} to 127.0.0.1:{port}\n".encode()
+
+
+def test_send_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    with server(sha256_answer) as port:
+        result = run("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"0 {hashlib.sha256().hexdigest()}\n".encode()
+
+
+def test_send_file_over_tls(big_file: tuple[Path, bytes], tls_files: dict[str, str]) -> None:
+    """Chunks through TLS, then close_notify: the stdlib server reads a clean end."""
+    path, answer = big_file
+    with tls_server(tls_files, sha256_answer, ragged=False) as port:
+        args = ["send", "--tls", "--ca", tls_files["ca"], str(path), "localhost", str(port)]
+        result = run(*args, "--timeout", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == answer
+
+
+@pytest.mark.skipif(NC is None, reason="nc is not installed")
+def test_send_to_nc(tmp_path: Path) -> None:
+    assert NC is not None
+    path = tmp_path / "to_nc.txt"
+    path.write_bytes(b"a file for nc\n" * 1000)
+    port = free_port()
+    peer = start([NC, "-l", "127.0.0.1", str(port)])
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # no probe: nc takes one connection, the command's
+            result = run("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+            if result.returncode == 0 or time.monotonic() > deadline or peer.poll() is not None:
+                break
+            time.sleep(0.1)
+        out, _ = peer.communicate(timeout=TIMEOUT)
+    finally:
+        stop(peer)
+    if out == b"" and result.returncode != 0:
+        pytest.skip("this nc does not take 'nc -l ADDRESS PORT'")
+    assert result.returncode == 0, result.stderr
+    assert out == path.read_bytes()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/stdin"), reason="needs /dev/stdin")
+def test_send_from_a_pipe(big_file: tuple[Path, bytes]) -> None:
+    """A file without offsets (a pipe) is read and sent as it comes."""
+    path, answer = big_file
+    with server(sha256_answer) as port:
+        args = ["send", "/dev/stdin", "127.0.0.1", str(port), "--timeout", "5"]
+        result = run(*args, stdin=path.read_bytes())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == answer
+
+
+def test_send_missing_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.bin"
+    result = run("send", str(missing), "127.0.0.1", str(free_port()), "--timeout", "5")
+    assert result.returncode == 1
+    assert result.stderr == f"duonet: cannot read {missing}: No such file or directory\n".encode()
+    assert result.stdout == b""
+
+
+def test_send_refused_names_the_address(tmp_path: Path) -> None:
+    path = tmp_path / "small"
+    path.write_bytes(b"x")
+    port = free_port()
+    result = run("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"duonet: ")
+    assert b"refused" in result.stderr.lower()
+    assert f"127.0.0.1:{port}".encode() in result.stderr
+    assert result.stderr.count(b"\n") == 1
+
+
+def test_send_tls_untrusted_hints_at_ca(tmp_path: Path, tls_files: dict[str, str]) -> None:
+    path = tmp_path / "small"
+    path.write_bytes(b"x")
+    with tls_server(tls_files, lambda tls: None) as port:
+        result = run("send", "--tls", str(path), "127.0.0.1", str(port), "--timeout", "5")
+    assert result.returncode == 1
+    assert b"certificate verify failed" in result.stderr
+    assert b"pass --ca FILE" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_send_progress_on_terminal(big_file: tuple[Path, bytes]) -> None:
+    path, answer = big_file
+    leader, follower = os.openpty()
+    try:
+        with server(sha256_answer) as port:
+            args = cli("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+            proc = start(args, stderr=follower)
+            os.close(follower)
+            follower = -1
+            try:
+                out, _ = proc.communicate(timeout=TIMEOUT)
+            finally:
+                stop(proc)
+        assert proc.returncode == 0
+        assert out == answer
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    assert b"sent 4.8 MB" in shown, shown
+    assert b"/s" in shown
+    assert shown.endswith(
+        f"sent {path.stat().st_size} bytes of {path} to 127.0.0.1:{port}\r\n".encode()
+    )

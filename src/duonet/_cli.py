@@ -1,4 +1,4 @@
-"""The duonet command line: demo, a netcat-like connect/listen, udp send/recv, ip parse.
+"""The duonet command line: demo, a netcat-like connect/listen/send, udp send/recv, ip parse.
 
 Exit status follows nc: 0 on success, 1 on a failure (with the reason on standard error), 2 on a
 usage error (argparse's), 130 on Ctrl-C. Help texts are plain text: argparse prints them as they
@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import math
+import signal
 import socket
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import BinaryIO, TextIO
 
 from ._blocking import Socket, new_socket
 from ._core._tls import wrap_socket
 from ._enums import SOBool, SocketFlag
 from ._errors import SocketClosedError, SslError
 from ._ip import parse_ip_address
+from ._server import serve
 from ._tls import SslCVerifyMode, new_context
 
 __all__ = ("main",)
@@ -30,7 +34,8 @@ __all__ = ("main",)
 DESCRIPTION = """\
 duonet: Nim's std/net for Python, blocking and async. This command is a small netcat built on
 its blocking API: connect to a server or listen for one client and relay standard input and
-output, send or receive one UDP datagram, parse an IP address, or run the demo.
+output, serve many clients with a line echo, send a file, send or receive one UDP datagram,
+parse an IP address, or run the demo.
 
 exit status: 0 on success, 1 on a failure (the reason is printed on standard error),
 2 on a usage error, 130 on Ctrl-C"""
@@ -41,16 +46,22 @@ timeout shows that no received byte is lost. Nothing leaves the machine."""
 
 CONNECT = """\
 Connect to HOST PORT and relay both ways, like nc: standard input to the socket, the socket to
-standard output, until the peer closes. At the end of standard input a plain TCP connection is
-half-closed (the peer reads end-of-file, as with nc -N); a TLS connection stays open. With -q
-SECS the command closes the connection and exits at most SECS seconds after the end of
-standard input, even if the peer keeps the connection open."""
+standard output, until the peer closes. At the end of standard input the connection is
+half-closed (the peer reads end-of-file, as with nc -N; on TLS after a close_notify) and the
+output goes on until the peer closes. With -q SECS the command closes the connection and exits
+at most SECS seconds after the end of standard input, even if the peer keeps the connection
+open."""
 
 LISTEN = """\
 Listen on PORT. Without --echo: accept one client, relay both ways as connect does, and exit when
-that client closes. With --echo: serve clients one after another, sending each line back, until
-Ctrl-C. A client that fails (a failed TLS handshake, a reset) is reported on standard error and
-the listener goes on."""
+that client closes. With --echo: serve many clients at once (duonet's serve, a thread per
+client), sending each line back to its client, until Ctrl-C. A client that fails (a failed TLS
+handshake, a reset) is reported on standard error with its address and the listener goes on."""
+
+SEND = """\
+Send FILE to HOST PORT (zero copy on plain TCP: the kernel's sendfile), half-close the
+connection (the peer reads end-of-file, as with nc -N < FILE; on TLS after a close_notify), then
+copy whatever the peer answers to standard output until it closes."""
 
 UDP_SEND = """\
 Send one UDP datagram to HOST PORT: MESSAGE, or, when MESSAGE is left out, everything on standard
@@ -93,6 +104,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number, 1 or more."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     """The ``duonet`` command's parser (with every subcommand)."""
     return _parsers()[0]
@@ -121,20 +143,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     )
     connect.add_argument("host", metavar="HOST", help="host name or IP address of the server")
     connect.add_argument("port", metavar="PORT", type=_port, help="TCP port of the server, 0-65535")
-    connect.add_argument(
-        "--tls",
-        action="store_true",
-        help="use TLS, verifying the certificate and host name against certifi's CAs "
-        "(default: plain TCP)",
-    )
-    connect.add_argument(
-        "--ca",
-        metavar="FILE",
-        help="with --tls: trust the CAs in this PEM file (default: certifi's CAs)",
-    )
-    connect.add_argument(
-        "--insecure", action="store_true", help="with --tls: verify nothing (no CA, no host name)"
-    )
+    _tls_client_options(connect)
     connect.add_argument(
         "--timeout",
         metavar="SECS",
@@ -188,8 +197,35 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     listen.add_argument(
         "--echo",
         action="store_true",
-        help="echo each line back and serve clients one after another until Ctrl-C "
+        help="echo each line back, serving many clients at once until Ctrl-C "
         "(default: relay with one client, then exit)",
+    )
+    listen.add_argument(
+        "--max-clients",
+        metavar="N",
+        type=_count,
+        help="with --echo: serve at most N clients at once; more wait until one leaves "
+        "(default: 1024)",
+    )
+
+    send_file = sub.add_parser(
+        "send",
+        help="send FILE to HOST PORT, then print what the peer answers (like nc -N < FILE)",
+        description=_wrap(SEND),
+        formatter_class=plain,
+    )
+    send_file.add_argument("file", metavar="FILE", help="the file to send")
+    send_file.add_argument("host", metavar="HOST", help="host name or IP address of the server")
+    send_file.add_argument(
+        "port", metavar="PORT", type=_port, help="TCP port of the server, 0-65535"
+    )
+    _tls_client_options(send_file)
+    send_file.add_argument(
+        "--timeout",
+        metavar="SECS",
+        type=_seconds,
+        help="seconds allowed for connecting (TLS handshake included), for sending each MiB "
+        "of the file and for each read of the answer (default: no limit)",
     )
 
     udp = sub.add_parser(
@@ -244,7 +280,25 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         formatter_class=plain,
     )
     parse.add_argument("address", metavar="ADDRESS", help="an IPv4 or IPv6 address, as text")
-    return parser, {"connect": connect, "listen": listen}
+    return parser, {"connect": connect, "listen": listen, "send": send_file}
+
+
+def _tls_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--tls``, ``--ca`` and ``--insecure``, as ``connect`` and ``send`` take them."""
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="use TLS, verifying the certificate and host name against certifi's CAs "
+        "(default: plain TCP)",
+    )
+    parser.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="with --tls: trust the CAs in this PEM file (default: certifi's CAs)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="with --tls: verify nothing (no CA, no host name)"
+    )
 
 
 def _check(commands: dict[str, argparse.ArgumentParser], args: argparse.Namespace) -> None:
@@ -252,7 +306,7 @@ def _check(commands: dict[str, argparse.ArgumentParser], args: argparse.Namespac
     command = commands.get(args.command)
     if command is None:
         return
-    if args.command == "connect":
+    if args.command in ("connect", "send"):
         if not args.tls:
             for given, flag in ((args.ca, "--ca"), (args.insecure, "--insecure")):
                 if given:
@@ -266,6 +320,8 @@ def _check(commands: dict[str, argparse.ArgumentParser], args: argparse.Namespac
                     command.error(f"{flag} needs --tls")
         elif not (args.cert and args.key):
             command.error("--tls needs --cert FILE and --key FILE")
+        if args.max_clients is not None and not args.echo:
+            command.error("--max-clients needs --echo (without it, listen serves one client)")
 
 
 class _Failure(Exception):
@@ -365,10 +421,7 @@ def _pump_stdin(session: _Session, progress: _Progress | None = None) -> None:
                 sock.send(chunk)
                 if progress is not None:
                     progress.add(sent=len(chunk))
-        # Plain TCP: half-close, so the peer sees EOF. TLS: a TCP half-close would break the
-        # record stream (peers report "unexpected eof"), so keep reading until the peer closes.
-        if not sock.is_ssl():
-            sock.aio._sock.shutdown(socket.SHUT_WR)
+        sock.send_eof()  # the peer reads EOF (after a close_notify on TLS), as with nc -N
     except (OSError, ValueError):
         pass  # the connection (or stdin) is gone: the reading side reports or ends
     if session.quit_after is not None and not session.peer_closed.wait(session.quit_after):
@@ -409,12 +462,17 @@ def _relay(session: _Session, lines: bool, timeout: float | None, peer: str) -> 
             progress.finish()
 
 
-def _connect(args: argparse.Namespace) -> int:
-    # Line mode reads lines from the buffer; raw mode relays whatever each read gives.
+def _endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextmanager
+def _dial(args: argparse.Namespace, buffered: bool) -> Iterator[tuple[Socket, str]]:
+    """The connected client socket of ``connect`` and ``send`` (TLS as the options say), and
+    the server's address as messages name it; closed on exit."""
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    peer = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
-    sock = new_socket(family, buffered=args.lines)
-    with sock:
+    peer = _endpoint(args.host, args.port)
+    with new_socket(family, buffered=buffered) as sock:
         if args.tls:
             mode = SslCVerifyMode.NONE if args.insecure else SslCVerifyMode.PEER
             wrap_socket(new_context(verify_mode=mode, ca_file=args.ca or ""), sock)
@@ -425,14 +483,177 @@ def _connect(args: argparse.Namespace) -> int:
             raise _Failure(
                 f"could not {what} to {peer} within {args.timeout:g} s (--timeout)"
             ) from None
+        yield sock, peer
+
+
+def _connect(args: argparse.Namespace) -> int:
+    # Line mode reads lines from the buffer; raw mode relays whatever each read gives.
+    with _dial(args, buffered=args.lines) as (sock, peer):
         _relay(_Session(sock, args.quit_after), args.lines, args.timeout, peer)
     return 0
 
 
+#: Bytes per ``send_file`` call of ``duonet send``: the progress line moves between two calls.
+SEND_SLICE = 1024 * 1024
+
+
+def _send_slices(sock: Socket, file: BinaryIO, timeout: float | None) -> Iterator[int]:
+    """Send ``file`` in slices of :data:`SEND_SLICE` bytes, yielding each slice's size, so
+    that the progress line moves between two; ``timeout`` bounds each slice."""
+    if file.seekable():  # a regular file: send_file, zero copy on plain TCP
+        offset = 0
+        while True:
+            count = sock.send_file(file, offset, SEND_SLICE, timeout=timeout)
+            offset += count  # offset is absolute in the file
+            if count:
+                yield count
+            if count < SEND_SLICE:  # the end of the file
+                return
+    # A pipe (/dev/stdin, a FIFO): no offset to give send_file; read and send what comes.
+    read = file.read1 if isinstance(file, io.BufferedReader) else file.read
+    while chunk := read(SEND_SLICE):
+        sock.send(chunk, flags=SocketFlag(0), timeout=timeout)
+        yield len(chunk)
+
+
+def _send(args: argparse.Namespace) -> int:
+    """``duonet send``: the file (zero copy on plain TCP), a half-close, then the answer."""
+    try:
+        file: BinaryIO = open(args.file, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise _Failure(f"cannot read {args.file}: {_reason(exc)}") from None
+    sent = 0
+    with file, _dial(args, buffered=False) as (sock, peer):
+        progress = _Progress()
+        try:
+            try:
+                for count in _send_slices(sock, file, args.timeout):
+                    sent += count
+                    progress.add(sent=count)
+            except TimeoutError:
+                raise _Failure(
+                    f"sending {args.file} to {peer} stalled: less than 1 MiB went out in "
+                    f"{args.timeout:g} s (--timeout)"
+                ) from None
+            sock.send_eof()  # the peer reads EOF (after a close_notify on TLS), as with nc -N
+            out = sys.stdout.buffer
+            while True:
+                try:
+                    data = sock.recv(65536, timeout=args.timeout)
+                except TimeoutError:
+                    raise _Failure(
+                        f"nothing received from {peer} for {args.timeout:g} s (--timeout)"
+                    ) from None
+                if not data:
+                    break
+                out.write(data)
+                out.flush()
+                progress.add(received=len(data))
+        finally:
+            progress.finish()
+    print(f"sent {sent} bytes of {args.file} to {peer}", file=sys.stderr)
+    return 0
+
+
+_report_lock = threading.Lock()
+
+
+def _report(text: str) -> None:
+    """One line on stderr, whole even when many client threads report at once."""
+    with _report_lock:
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+class _ServerReport(logging.Handler):
+    """The server's records (a failed TLS handshake, ...) as the command's one-line reports.
+
+    ``serve`` logs on the ``"duonet"`` logger; this handler prints each record as the command
+    words its failures: ``duonet: REASON``, the client's address in it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            args = record.args if isinstance(record.args, tuple) else ()
+            exc = next((a for a in args if isinstance(a, BaseException)), None)
+            if exc is not None:  # a failed handshake: its reason names the client
+                text = _reason(exc)
+            elif record.exc_info and record.exc_info[1] is not None:  # a handler that raised
+                failure = record.exc_info[1]
+                text = f"{record.getMessage()}: {type(failure).__name__}: {_reason(failure)}"
+            else:
+                text = record.getMessage()
+            peer = getattr(record, "peer", None)
+            if isinstance(peer, str) and peer not in text:
+                text = f"{peer}: {text}"
+            _report(f"duonet: {text}")
+        except Exception:  # pragma: no cover - logging's own rule: never raise from emit
+            self.handleError(record)
+
+
+def _echo_server(args: argparse.Namespace) -> int:
+    """``listen --echo``: duonet's ``serve``, a thread per client, until Ctrl-C."""
+    # No SAFE_DISCONN: a client that resets or ends TLS without close_notify is reported (one
+    # line on stderr) instead of being let go in silence; the server goes on serving.
+    loud = SocketFlag(0)
+
+    def echo(client: Socket) -> None:
+        peer = _endpoint(*client.get_peer_addr())
+        _report(f"connection from {peer}")
+        try:
+            for line in client.lines(flags=loud):
+                client.send((b"" if line == b"\r\n" else line) + b"\n", flags=loud)
+        except SocketClosedError:
+            pass  # Ctrl-C: the server closed this client
+        except OSError as exc:
+            text = _reason(exc)
+            _report(f"duonet: {text}" if peer in text else f"duonet: {peer}: {text}")
+
+    ctx = None
+    if args.tls:
+        ctx = new_context(verify_mode=SslCVerifyMode.NONE, cert_file=args.cert, key_file=args.key)
+    max_clients = 1024 if args.max_clients is None else args.max_clients
+    log, report = logging.getLogger("duonet"), _ServerReport()
+    log.addHandler(report)
+    propagate, log.propagate = log.propagate, False
+    try:
+        with serve(
+            echo, args.port, args.address, ssl_context=ctx, max_clients=max_clients
+        ) as server:
+            _report(f"listening on {args.address}:{server.port}")
+
+            def interrupted(signum: int, frame: object) -> None:
+                # serve_forever's close waits up to 5 s for the handlers: close the clients
+                # now (from a thread: a signal handler must not wait for a lock that the
+                # thread it interrupted may hold).
+                threading.Thread(target=server.close, args=(0,), daemon=True).start()
+                raise KeyboardInterrupt
+
+            main_thread = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
+            try:
+                server.serve_forever()  # Ctrl-C: closes the server, KeyboardInterrupt goes on
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGINT, previous)
+    finally:
+        log.removeHandler(report)
+        log.propagate = propagate
+    return 0
+
+
 def _listen(args: argparse.Namespace) -> int:
+    if args.echo:
+        return _echo_server(args)
     family = socket.AF_INET6 if ":" in args.address else socket.AF_INET
-    # Echo mode works on lines (buffered); raw mode relays whatever each read gives.
-    with new_socket(family, buffered=args.echo) as listener:
+    # Raw mode relays whatever each read gives: no buffer.
+    with new_socket(family, buffered=False) as listener:
         listener.set_sock_opt(SOBool.REUSE_ADDR, True)
         listener.bind_addr(args.port, args.address)
         if args.tls:
@@ -446,7 +667,7 @@ def _listen(args: argparse.Namespace) -> int:
         print(f"listening on {args.address}:{listener.get_local_addr()[1]}", file=sys.stderr)
         sys.stderr.flush()
         # No SAFE_DISCONN: a client that fails its handshake or resets is reported (one line on
-        # stderr) instead of being skipped in silence, and the listener goes on serving.
+        # stderr) instead of being skipped in silence, and the listener waits for the next one.
         loud = SocketFlag(0)
         while True:
             try:
@@ -457,14 +678,8 @@ def _listen(args: argparse.Namespace) -> int:
             print(f"connection from {address}", file=sys.stderr)
             sys.stderr.flush()
             with client:
-                if not args.echo:
-                    _relay(_Session(client, None), False, None, address)
-                    return 0
-                try:
-                    while line := client.recv_line(flags=loud):
-                        client.send((b"" if line == b"\r\n" else line) + b"\n", flags=loud)
-                except OSError as exc:  # one client's failure does not stop the server
-                    print(f"duonet: {_reason(exc)}", file=sys.stderr)
+                _relay(_Session(client, None), False, None, address)
+                return 0
 
 
 def _udp(args: argparse.Namespace) -> int:
@@ -514,6 +729,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _connect(args)
         if args.command == "listen":
             return _listen(args)
+        if args.command == "send":
+            return _send(args)
         return _udp(args)
     except KeyboardInterrupt:
         return 130
@@ -522,7 +739,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (OSError, ValueError) as exc:
         reason = _reason(exc)
-        if args.command == "connect" and _verification_failed(exc):
+        if args.command in ("connect", "send") and _verification_failed(exc):
             reason += VERIFY_HINT
         print(f"duonet: {reason}", file=sys.stderr)
         return 1

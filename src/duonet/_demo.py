@@ -1,8 +1,9 @@
 """``python -m duonet demo``: duonet's main job, end to end, on loopback only.
 
-A TLS line-echo server (a throwaway certificate authority from trustme) serves a blocking client,
-an asyncio client and a trio client, all verifying the server's certificate; then a client gives a
-stalled peer a short timeout and shows that the bytes received before it are not lost.
+A TLS line-echo server (``duonet.serve``, a throwaway certificate authority from trustme)
+serves a blocking client, an asyncio client and a trio client, all verifying the server's
+certificate; then a client gives a stalled peer a short timeout and shows that the bytes
+received before it are not lost.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from . import aio
 from ._blocking import Socket, new_socket
 from ._core._tls import wrap_connected_socket as aio_wrap_connected_socket
 from ._core._tls import wrap_socket
-from ._enums import SOBool
+from ._server import serve
 from ._tls import SslContext, SslCVerifyMode, SslHandshakeType, new_context
 
 __all__ = ("main",)
@@ -51,40 +52,10 @@ def _make_pki(folder: str) -> tuple[str, str, str]:
     return ca_file, cert_file, key_file
 
 
-class _EchoServer:
-    """A blocking TLS line-echo server, one thread per client."""
-
-    def __init__(self, ctx: SslContext) -> None:
-        self.listener = new_socket()
-        self.listener.set_sock_opt(SOBool.REUSE_ADDR, True)
-        self.listener.bind_addr(0, "127.0.0.1")
-        wrap_socket(ctx, self.listener)
-        self.listener.listen()
-        self.port = self.listener.get_local_addr()[1]
-        self.threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._serve, name="demo-server", daemon=True)
-        self._acceptor.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client = self.listener.accept()
-            except OSError:
-                return  # the listener was closed: the demo is over
-            thread = threading.Thread(target=self._echo, args=(client,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _echo(self, client: Socket) -> None:
-        with client:
-            while line := client.recv_line(timeout=10):
-                client.send(b"echo: " + (b"" if line == b"\r\n" else line) + b"\n")
-
-    def close(self) -> None:
-        self.listener.close()
-        self._acceptor.join(5)
-        for thread in self.threads:
-            thread.join(5)
+def _echo(client: Socket) -> None:
+    """The demo server's handler: each line back, in the client's own thread (``serve``)."""
+    for line in client.lines(timeout=10):
+        client.send(b"echo: " + (b"" if line == b"\r\n" else line) + b"\n")
 
 
 def _blocking_client(port: int, ctx: SslContext) -> None:
@@ -155,16 +126,15 @@ def main() -> int:
         )
         client_ctx = new_context(ca_file=ca_file)
         _say("server", "TLS echo server with a throwaway CA (trustme) on 127.0.0.1")
-        server = _EchoServer(server_ctx)
-        ok = _run("blocking", lambda: _blocking_client(server.port, client_ctx))
-        for backend in ("asyncio", "trio"):
-            ok &= _run(
-                backend,
-                lambda backend=backend: anyio.run(  # type: ignore[misc]
-                    _async_client, server.port, client_ctx, backend, backend=backend
-                ),
-            )
-        ok &= _run("timeout", _timeout_demo)
-        server.close()
+        with serve(_echo, 0, "127.0.0.1", ssl_context=server_ctx) as server:
+            ok = _run("blocking", lambda: _blocking_client(server.port, client_ctx))
+            for backend in ("asyncio", "trio"):
+                ok &= _run(
+                    backend,
+                    lambda backend=backend: anyio.run(  # type: ignore[misc]
+                        _async_client, server.port, client_ctx, backend, backend=backend
+                    ),
+                )
+            ok &= _run("timeout", _timeout_demo)
     print("done: every step succeeded" if ok else "done, with failures (see above)")
     return 0 if ok else 1
