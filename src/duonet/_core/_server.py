@@ -257,6 +257,8 @@ def handshake_failed(peer: str, exc: BaseException, limit: float | None, closing
             limit,
             extra={"peer": peer},
         )
+    elif peer in str(exc):  # an SslError already says "TLS handshake with <peer> failed: ..."
+        logger.warning("%s: client dropped", exc, extra={"peer": peer})
     else:
         logger.warning(
             "TLS handshake with %s failed: %s: client dropped", peer, exc, extra={"peer": peer}
