@@ -13,7 +13,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import accept, bulk, lines, pingpong, portal, tls, waiters
+from . import accept, bulk, kv, lines, pingpong, portal, tls, tlsproto, values, waiters
 from ._harness import Config, Table, close_all_servers, pin_cpus, render
 
 SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
@@ -24,6 +24,11 @@ SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
     "tls": tls.run,
     "portal": portal.run,
     "waiters": waiters.run,
+    "pipelined": kv.run_pipelined,
+    "values": values.run,
+    "reqresp": kv.run_reqresp,
+    "tlsconn": tlsproto.run_connections,
+    "starttls": tlsproto.run_starttls,
 }
 
 
