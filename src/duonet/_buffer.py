@@ -7,12 +7,17 @@ call of a socket (``recv``, ``recv_line``, ``skip`` ...) is answered from this b
 the only place where received bytes live between calls, which is what makes reads cancel-safe: the
 core appends as soon as a chunk arrives and consumes only when it returns.
 
-Logically the buffer is one byte string. Physically it has two parts, in order:
+Logically the buffer is one byte string. Physically it has three parts, in order:
 
 * ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
   ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
   followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
-* ``_raw``: a bytearray of everything after that.
+* ``_raw``: a bytearray of everything after that, except:
+* ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
+  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus costs one
+  copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each growth a
+  reallocation with fresh pages) and then copied out again. Line reads fold the tail into
+  ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
 ``socket.makefile().readline()``), so lines are not found one ``find`` at a time: when a line is
@@ -20,6 +25,11 @@ asked for and ``_raw`` holds a ``\\n``, a whole batch of lines is cut out with o
 and later calls just pop entries. A byte-oriented read joins the unread entries back into
 ``_raw`` first (:meth:`_merge`); to bound that waste on protocols that alternate lines and bytes
 (HTTP, RESP), the batch starts small and doubles only while lines are consumed uninterrupted.
+
+Protocols mix lines and bytes (a header line, then an exact-size body: RESP, HTTP, SMTP's
+DATA): :meth:`take_line` cuts a ``\\r\\n`` line at the front of ``_raw`` itself, and
+:meth:`take_exact` answers an exact read in the same frame, so a header plus its body costs the
+socket two calls into the buffer (it was ten Python calls, helpers included).
 
 Searching ``_raw`` for a terminator remembers how far it already looked (``_scan``), and never
 looks further than ``max_length + 1`` bytes, so a long line trickling in byte by byte costs
@@ -42,6 +52,11 @@ EMPTY_LINE = b"\r\n"
 _NO_LINES: list[bytes] = []  # `ready` when no line is ready: always empty, never appended to
 _MIN_BATCH = 4096
 _MAX_BATCH = 1 << 18
+#: Once ``_raw`` holds this many bytes, later chunks queue in ``_tail`` instead of being appended.
+_TAIL_FROM = 1 << 16
+#: Up to this size a slice is copied out with ``bytes(raw[:n])``; beyond, through a memoryview
+#: (one copy instead of two, for the price of the view).
+_VIEW_FROM = 1 << 12
 
 
 class ReadBuffer:
@@ -59,6 +74,8 @@ class ReadBuffer:
         "_raw",
         "_scan",
         "_skip_lf",
+        "_tail",
+        "_tail_len",
         "eof",
         "last_term",
         "ready",
@@ -77,6 +94,8 @@ class ReadBuffer:
         self._merged = False  # were split lines merged back since the last split?
         self._cr = False  # does some entry of _lines contain b"\r"?
         self._raw = bytearray()
+        self._tail: list[bytes] = []  # chunks after _raw (see the module docstring)
+        self._tail_len = 0
         self._scan = 0  # _raw[:_scan] holds no terminator (valid until _raw's front changes)
         self._skip_lf = False  # a lone \r ended the last line at the very end of the data
         self._batch = _MIN_BATCH
@@ -93,7 +112,23 @@ class ReadBuffer:
             self._skip_lf = False
             if data[0] == 10:  # the \n of a \r\n split across chunks
                 data = data[1:]
-        self._raw += data
+                if not data:
+                    return
+        raw = self._raw
+        if self._tail or len(raw) >= _TAIL_FROM:
+            chunk = data if type(data) is bytes else bytes(data)
+            self._tail.append(chunk)
+            self._tail_len += len(chunk)
+        else:
+            raw += data
+
+    def _gather(self) -> None:
+        # Fold the tail into _raw (before a line search, which needs contiguous bytes).
+        raw = self._raw
+        for chunk in self._tail:
+            raw += chunk
+        self._tail = []
+        self._tail_len = 0
 
     def feed_eof(self) -> None:
         """Record that the peer closed: nothing more will arrive."""
@@ -106,20 +141,27 @@ class ReadBuffer:
         """The number of buffered bytes."""
         lines = self._lines
         if lines:
-            return sum(map(len, lines)) + len(lines) + len(self._raw)
-        return len(self._raw)
+            return sum(map(len, lines)) + len(lines) + len(self._raw) + self._tail_len
+        return len(self._raw) + self._tail_len
 
     @property
     def direct_ok(self) -> bool:
         """True if the next bytes may bypass the buffer (empty, and no ``\\n`` to skip)."""
-        return not self._raw and not self._lines and not self._skip_lf and not self.eof
+        return (
+            not self._raw
+            and not self._lines
+            and not self._tail
+            and not self._skip_lf
+            and not self.eof
+        )
 
     def __bool__(self) -> bool:
-        return bool(self._lines) or bool(self._raw)
+        return bool(self._lines) or bool(self._raw) or bool(self._tail)
 
     def peek(self) -> bytes:
         """A copy of every buffered byte, without consuming (for tests and diagnostics)."""
         self._merge()
+        self._gather()
         return bytes(self._raw)
 
     # -- lines ------------------------------------------------------------------------------
@@ -141,6 +183,20 @@ class ReadBuffer:
                 return line[:max_length]
             self.last_term = b"\n"
             return line or EMPTY_LINE
+        raw = self._raw
+        if not self._scan and not self._lf_hint:
+            # The protocol fast path: a \r\n line at the front of _raw, cut here. (A line that
+            # needs more care, or an unfinished one, goes on to _take_raw_line.)
+            lf = raw.find(b"\n", 0, max_length + 1)
+            if lf > 0:
+                end = raw.find(b"\r", 0, lf)
+                if end == lf - 1:  # the first \r is the one right before the \n
+                    line = bytes(raw[:end]) if end else EMPTY_LINE
+                    del raw[: lf + 1]
+                    self.last_term = b"\r\n"
+                    return line
+            elif lf == -1 and not self._tail:
+                self._lf_hint = min(len(raw), max_length + 1)  # searched: no \n there
         return self._take_raw_line(max_length)
 
     def take_rest_line(self, max_length: int) -> bytes:
@@ -148,6 +204,7 @@ class ReadBuffer:
         line = self.take_line(max_length)
         if line is not None:
             return line
+        self._gather()
         piece = bytes(self._raw[:max_length])
         self._drop(len(piece))
         self.last_term = b""
@@ -161,7 +218,8 @@ class ReadBuffer:
         # Consume `size` bytes from the front of _raw, keeping the search marks valid.
         del self._raw[:size]
         self._scan = 0
-        self._lf_hint = max(0, self._lf_hint - size)
+        if self._lf_hint:
+            self._lf_hint = max(0, self._lf_hint - size)
 
     def _take_stored_cr_line(self, max_length: int) -> bytes:
         # An entry of a batch that contained \r: the entry is followed by \n, so a \r at its very
@@ -187,6 +245,8 @@ class ReadBuffer:
         return line[:end] or EMPTY_LINE
 
     def _take_raw_line(self, max_length: int) -> bytes | None:
+        if self._tail:
+            self._gather()
         raw = self._raw
         size = len(raw)
         if not size:
@@ -265,33 +325,102 @@ class ReadBuffer:
         if self._lines:
             self._merge()
         raw = self._raw
-        if size >= len(raw):
+        if size < len(raw):
+            if size < _VIEW_FROM:
+                out = bytes(raw[:size])
+            else:
+                with memoryview(raw) as view:
+                    out = bytes(view[:size])
+            del raw[:size]
+            self._scan = 0
+            if self._lf_hint:
+                self._lf_hint = max(0, self._lf_hint - size)
+            return out
+        self._scan = self._lf_hint = 0
+        if not self._tail:
             out = bytes(raw)
             raw.clear()
-            self._scan = self._lf_hint = 0
-        else:
-            with memoryview(raw) as view:
-                out = bytes(view[:size])
-            self._drop(size)
-        return out
+            return out
+        self._raw = bytearray()
+        return b"".join([raw, *self._take_tail(size - len(raw))])  # the one copy
+
+    def take_exact(self, size: int) -> bytes | None:
+        """Consume and return exactly ``size`` bytes (>= 1) if buffered; else ``None``.
+
+        The exact read of a protocol body in one call: nothing is consumed when fewer than
+        ``size`` bytes are buffered.
+        """
+        raw = self._raw
+        if size < len(raw) and size < _VIEW_FROM and not self._lines:
+            out = bytes(raw[:size])  # the common case (a body within _raw), inlined
+            del raw[:size]
+            self._scan = 0
+            if self._lf_hint:
+                self._lf_hint = max(0, self._lf_hint - size)
+            return out
+        if len(self) < size:
+            return None
+        return self.take(size)
+
+    def _take_tail(self, size: int) -> list[bytes | memoryview]:
+        # Consume `size` bytes from the tail's front (_raw is empty): the whole chunks and a
+        # view of a split one, whose rest becomes _raw; the next chunk moves into an empty _raw.
+        tail = self._tail
+        parts: list[bytes | memoryview] = []
+        used = 0
+        for chunk in tail:
+            if size <= 0:
+                break
+            used += 1
+            if len(chunk) <= size:
+                parts.append(chunk)
+                size -= len(chunk)
+            else:
+                with memoryview(chunk) as view:
+                    parts.append(view[:size])
+                    self._raw += view[size:]
+                size = 0
+        del tail[:used]
+        if not self._raw and tail:
+            self._raw += tail.pop(0)
+        self._tail_len = sum(map(len, tail))
+        return parts
 
     def take_into(self, target: memoryview) -> int:
         """Consume up to ``len(target)`` buffered bytes into ``target``; return how many."""
         if self._lines:
             self._merge()
         raw = self._raw
-        n = min(len(target), len(raw))
+        size = len(target)
+        n = len(raw)
+        if size < n:
+            with memoryview(raw) as view:
+                target[:size] = view[:size]
+            self._drop(size)
+            return size
         if n:
-            target[:n] = raw[:n] if n < len(raw) else raw
-            self._drop(n)
+            target[:n] = raw
+            raw.clear()
+        self._scan = self._lf_hint = 0
+        if self._tail and n < size:
+            for part in self._take_tail(size - n):
+                target[n : n + len(part)] = part
+                n += len(part)
         return n
 
     def discard(self, size: int) -> int:
         """Drop up to ``size`` buffered bytes; return how many were dropped."""
         if self._lines:
             self._merge()
-        n = min(size, len(self._raw))
-        self._drop(n)
+        raw = self._raw
+        n = len(raw)
+        if size < n:
+            self._drop(size)
+            return size
+        raw.clear()
+        self._scan = self._lf_hint = 0
+        if self._tail and n < size:
+            n += sum(map(len, self._take_tail(size - n)))
         return n
 
     def unread(self, data: bytes) -> None:
@@ -308,5 +437,7 @@ class ReadBuffer:
         self._lines = []
         self.ready = _NO_LINES
         self._raw = bytearray()
+        self._tail = []
+        self._tail_len = 0
         self._scan = self._lf_hint = 0
         self._skip_lf = False

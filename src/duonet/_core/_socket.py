@@ -331,6 +331,10 @@ class AsyncSocket:
             if size < 0:
                 raise ValueError(f"size must be >= 0, not {size}")
             return b""
+        if not self._reading:  # the body of a line-then-bytes protocol, already buffered
+            data = self._buf.take_exact(size)
+            if data is not None:
+                return data
         self._begin_read()
         try:
             buf = self._buf
