@@ -34,6 +34,7 @@ from typing import Any
 
 __all__ = (
     "AIO_BACKENDS",
+    "PORTALS",
     "Config",
     "Peer",
     "Sample",
@@ -62,6 +63,9 @@ AIO_BACKENDS: tuple[str, ...] = (
 )
 SERVER_SCRIPT = str(Path(__file__).with_name("_server.py"))
 
+
+#: The loops duonet's blocking face is measured on: its default first (uvloop when installed).
+PORTALS = tuple(b for b in ("uvloop", "asyncio", "trio") if b in AIO_BACKENDS)
 
 # -- configuration ------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from duonet import aio
 from ._harness import AIO_BACKENDS as AB
 from ._harness import (
     HOST,
+    PORTALS,
     Config,
     Peer,
     Sample,
@@ -300,14 +301,17 @@ def _peers(port: int, count: int, per_write: int, srv: ServerProcess, target: fl
             anyio_name="anyio receive_until + receive_exactly",
             duonet_name="duonet.aio recv_line + recv",
         ),
-        Peer(
-            "duonet Socket recv_line + recv (uvloop portal)",
-            partial(duonet_blocking, *args, portal="uvloop"),
-            Target(
-                target,
-                f"≥ {target}x {'pure Python' if per_write > 1 else 'stdlib'}",
-                pure if per_write > 1 else None,
-            ),
+        *(
+            Peer(
+                f"duonet Socket recv_line + recv ({p} portal)",
+                partial(duonet_blocking, *args, portal=p),
+                Target(
+                    target,
+                    f"≥ {target}x {'pure Python' if per_write > 1 else 'stdlib'}",
+                    pure if per_write > 1 else None,
+                ),
+            )
+            for p in PORTALS
         ),
     ]
 

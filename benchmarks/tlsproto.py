@@ -32,6 +32,7 @@ from duonet import aio
 
 from ._harness import (
     HOST,
+    PORTALS,
     Config,
     Peer,
     Sample,
@@ -291,10 +292,13 @@ def _run(
                 lambda b: partial(funcs["anyio"], b, *args, std_ctx, server),
                 lambda b: partial(funcs["duonet_aio"], b, *args, duo_ctx, server),
             ),
-            Peer(
-                "duonet Socket (uvloop portal)",
-                partial(funcs["duonet"], *args, duo_ctx, server, "uvloop"),
-                Target(0.9, "≥ 0.9x stdlib"),
+            *(
+                Peer(
+                    f"duonet Socket ({p} portal)",
+                    partial(funcs["duonet"], *args, duo_ctx, server, p),
+                    Target(0.9, "≥ 0.9x stdlib"),
+                )
+                for p in PORTALS
             ),
         ]
         return run_rounds(

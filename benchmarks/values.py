@@ -24,6 +24,7 @@ from duonet import aio
 from ._harness import (
     AIO_BACKENDS,
     HOST,
+    PORTALS,
     Config,
     Peer,
     Sample,
@@ -218,13 +219,13 @@ def run(cfg: Config) -> Table:
                 for b in AIO_BACKENDS
             ),
             Peer(
-                "duonet Socket recv_line + recv (uvloop portal)",
-                partial(duonet_blocking, *args, False, server, "uvloop"),
+                f"duonet Socket recv_line + recv ({PORTALS[0]} portal)",
+                partial(duonet_blocking, *args, False, server, PORTALS[0]),
                 Target(0.9, "≥ 0.9x stdlib read", std_recv),
             ),
             Peer(
-                "duonet Socket recv_line + recv_into (uvloop portal)",
-                partial(duonet_blocking, *args, True, server, "uvloop"),
+                f"duonet Socket recv_line + recv_into ({PORTALS[0]} portal)",
+                partial(duonet_blocking, *args, True, server, PORTALS[0]),
                 Target(0.9, "≥ 0.9x stdlib readinto", std_into),
             ),
         ]

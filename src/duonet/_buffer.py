@@ -29,7 +29,7 @@ and later calls just pop entries. A byte-oriented read joins the unread entries 
 Protocols mix lines and bytes (a header line, then an exact-size body: RESP, HTTP, SMTP's
 DATA): :meth:`take_line` cuts a ``\\r\\n`` line at the front of ``_raw`` itself, and
 :meth:`take_exact` answers an exact read in the same frame, so a header plus its body costs the
-socket two calls into the buffer (it was ten Python calls, helpers included).
+socket two calls into the buffer (it was six, helpers included).
 
 Searching ``_raw`` for a terminator remembers how far it already looked (``_scan``), and never
 looks further than ``max_length + 1`` bytes, so a long line trickling in byte by byte costs
