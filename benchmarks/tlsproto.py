@@ -7,6 +7,8 @@
   mode, SMTP-like).
 
 Every reply line is checked. The server's CPU per session is reported beside the client's.
+TCP_NODELAY is set on every client (asyncio and anyio set it by default; without it the stdlib
+and duonet clients' first write after the handshake can wait for a delayed ACK) and the server.
 """
 
 from __future__ import annotations
@@ -97,13 +99,11 @@ async def _atimed(once: Any, count: int, srv: ServerProcess) -> Sample:
 
 def conn_stdlib(port: int, count: int, ctx: ssl.SSLContext, srv: ServerProcess) -> Sample:
     def once() -> None:
-        with (
-            socket.create_connection((HOST, port)) as raw,
-            ctx.wrap_socket(raw, server_hostname=HOST) as tls,
-            tls.makefile("rb") as file,
-        ):
-            tls.sendall(HELLO)
-            _ok(file.readline(), HELLO)
+        with socket.create_connection((HOST, port)) as raw:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with ctx.wrap_socket(raw, server_hostname=HOST) as tls, tls.makefile("rb") as file:
+                tls.sendall(HELLO)
+                _ok(file.readline(), HELLO)
 
     return _timed(once, count, srv)
 
@@ -147,6 +147,7 @@ def conn_duonet(
 
     def once() -> None:
         with duonet.new_socket() as sock:
+            sock.set_sock_opt(duonet.SOBool.NO_DELAY, True)
             duonet.wrap_socket(ctx, sock)
             sock.connect(HOST, port)  # TCP connect + handshake
             sock.send(HELLO)
@@ -160,6 +161,7 @@ def conn_duonet_aio(
 ) -> Sample:
     async def once() -> None:
         async with aio.new_async_socket() as sock:
+            sock.set_sock_opt(duonet.SOBool.NO_DELAY, True)
             aio.wrap_socket(ctx, sock)
             await sock.connect(HOST, port)
             await sock.send(HELLO)
@@ -175,6 +177,7 @@ def conn_duonet_aio(
 def starttls_stdlib(port: int, count: int, ctx: ssl.SSLContext, srv: ServerProcess) -> Sample:
     def once() -> None:
         with socket.create_connection((HOST, port)) as raw:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with raw.makefile("rb") as file:  # nothing follows the go-ahead: no over-read
                 _greeting(file.readline())
                 raw.sendall(b"STARTTLS\r\n")
@@ -240,6 +243,7 @@ def starttls_duonet(
 
     def once() -> None:
         with duonet.dial(HOST, port) as sock:
+            sock.set_sock_opt(duonet.SOBool.NO_DELAY, True)
             _greeting(sock.recv_line())
             sock.send(b"STARTTLS\r\n")
             _greeting(sock.recv_line())
@@ -258,6 +262,7 @@ def starttls_duonet_aio(
 
     async def once() -> None:
         async with await aio.dial(HOST, port) as sock:
+            sock.set_sock_opt(duonet.SOBool.NO_DELAY, True)
             _greeting(await sock.recv_line())
             await sock.send(b"STARTTLS\r\n")
             _greeting(await sock.recv_line())

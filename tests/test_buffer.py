@@ -171,10 +171,12 @@ class BufferMachine(RuleBasedStateMachine):
 @pytest.fixture(params=["default", "small tail"])
 def thresholds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The buffer's size thresholds as shipped, or tiny, so that random tests of a few dozen
-    bytes also go through the tail of chunks and the memoryview copies."""
+    bytes also go through the tail of chunks, the memoryview copies, and a head that leaves
+    head mode when a chunk arrives."""
     if request.param == "small tail":
         monkeypatch.setattr(_buffer, "_TAIL_FROM", 5)
         monkeypatch.setattr(_buffer, "_VIEW_FROM", 3)
+        monkeypatch.setattr(_buffer, "_HEAD_KEEP", 2)
     return str(request.param)
 
 
@@ -588,6 +590,7 @@ def test_large_values_in_chunks(into: bool) -> None:
 
 def test_discard_and_unread_across_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_buffer, "_TAIL_FROM", 4)
+    monkeypatch.setattr(_buffer, "_HEAD_KEEP", 0)
     buf = ReadBuffer()
     for piece in (b"abcd", b"efgh", b"ijkl", b"mn\r\nop"):
         buf.feed(piece)
@@ -598,4 +601,28 @@ def test_discard_and_unread_across_the_tail(monkeypatch: pytest.MonkeyPatch) -> 
     assert buf.take(5) == b"XYghi"
     assert buf.take_line(100) == b"jklmn"
     assert buf.take_exact(2) == b"op"
+    assert not buf
+
+
+def test_head_mode_keeps_a_small_rest_and_leaves_for_a_large_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_buffer, "_HEAD_KEEP", 4)
+    buf = ReadBuffer()
+    buf.feed(b"$3\r\nabc$5\r\nde")  # arrives while empty: the chunk is the head
+    assert buf._head
+    assert buf.take_line(100) == b"$3"
+    assert buf.take_exact(3) == b"abc"
+    assert buf.take_line(100) == b"$5"
+    assert buf.take_exact(5) is None  # not all there: nothing consumed
+    buf.feed(b"fgh")  # 2 bytes left over (<= 4): still one head
+    assert buf._head
+    assert buf.take_exact(5) == b"defgh"
+    buf.feed(b"partial line")
+    assert buf.take_line(100) is None
+    buf.feed(b" goes on")  # 12 bytes left over (> 4): they move to the bytearray
+    assert not buf._head
+    assert buf.take_line(100) is None
+    buf.feed(b"\r\n")
+    assert buf.take_line(100) == b"partial line goes on"
     assert not buf

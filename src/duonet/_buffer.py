@@ -7,17 +7,27 @@ call of a socket (``recv``, ``recv_line``, ``skip`` ...) is answered from this b
 the only place where received bytes live between calls, which is what makes reads cancel-safe: the
 core appends as soon as a chunk arrives and consumes only when it returns.
 
-Logically the buffer is one byte string. Physically it has three parts, in order:
+Logically the buffer is one byte string. Physically it is in one of two modes:
+
+**Head mode** (``_head`` not empty): everything buffered is ``_head[_hpos:]``, an immutable
+``bytes`` (usually the very chunk the kernel gave) and a read position. This is the protocol
+fast path: a ``\\r\\n`` line or an exact-size body is one ``bytes`` slice (one allocation, one
+copy) and a new position; nothing is moved. The buffer enters this mode when a chunk arrives
+while it is empty, and keeps it while at most ``_HEAD_KEEP`` bytes are left over when the next
+chunk arrives (they are copied in front of it). Any read the head does not answer simply moves
+its bytes into ``_raw`` first (:meth:`_unhead`), and goes on in the general mode.
+
+**General mode**: three parts, in order:
 
 * ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
   ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
   followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
 * ``_raw``: a bytearray of everything after that, except:
 * ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
-  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus costs one
-  copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each growth a
-  reallocation with fresh pages) and then copied out again. Line reads fold the tail into
-  ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
+  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus
+  costs one copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each
+  growth a reallocation with fresh pages) and then copied out again. Line reads fold the tail
+  into ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
 ``socket.makefile().readline()``), so lines are not found one ``find`` at a time: when a line is
@@ -27,9 +37,9 @@ and later calls just pop entries. A byte-oriented read joins the unread entries 
 (HTTP, RESP), the batch starts small and doubles only while lines are consumed uninterrupted.
 
 Protocols mix lines and bytes (a header line, then an exact-size body: RESP, HTTP, SMTP's
-DATA): :meth:`take_line` cuts a ``\\r\\n`` line at the front of ``_raw`` itself, and
-:meth:`take_exact` answers an exact read in the same frame, so a header plus its body costs the
-socket two calls into the buffer (it was six, helpers included).
+DATA): :meth:`take_line` cuts a ``\\r\\n`` line from the head (or the front of ``_raw``) itself,
+and :meth:`take_exact` answers an exact read in the same frame, so a header plus its body costs
+the socket two calls into the buffer (it was six, helpers included) and two ``bytes`` slices.
 
 Searching ``_raw`` for a terminator remembers how far it already looked (``_scan``), and never
 looks further than ``max_length + 1`` bytes, so a long line trickling in byte by byte costs
@@ -57,6 +67,10 @@ _TAIL_FROM = 1 << 16
 #: Up to this size a slice is copied out with ``bytes(raw[:n])``; beyond, through a memoryview
 #: (one copy instead of two, for the price of the view).
 _VIEW_FROM = 1 << 12
+#: A head keeps its mode across a feed while at most this many of its bytes are unread (they
+#: are copied in front of the new chunk); beyond, the bytes move to ``_raw``, which grows in
+#: place, so that a long line trickling in costs O(bytes), not O(bytes²).
+_HEAD_KEEP = 1 << 12
 
 
 class ReadBuffer:
@@ -68,6 +82,8 @@ class ReadBuffer:
     __slots__ = (
         "_batch",
         "_cr",
+        "_head",
+        "_hpos",
         "_lf_hint",
         "_lines",
         "_merged",
@@ -93,6 +109,8 @@ class ReadBuffer:
         self._lf_hint = 0  # _raw[:_lf_hint] holds no \n
         self._merged = False  # were split lines merged back since the last split?
         self._cr = False  # does some entry of _lines contain b"\r"?
+        self._head = b""  # head mode while not empty (see the module docstring)
+        self._hpos = 0
         self._raw = bytearray()
         self._tail: list[bytes] = []  # chunks after _raw (see the module docstring)
         self._tail_len = 0
@@ -114,13 +132,39 @@ class ReadBuffer:
                 data = data[1:]
                 if not data:
                     return
+        head = self._head
+        if head:
+            rest = len(head) - self._hpos
+            if not rest:
+                self._head = data if type(data) is bytes else bytes(data)
+                self._hpos = 0
+                return
+            if rest <= _HEAD_KEEP:
+                self._head = head[self._hpos :] + data
+                self._hpos = 0
+                return
+            self._unhead()
         raw = self._raw
-        if self._tail or len(raw) >= _TAIL_FROM:
+        if not raw and not self._lines and not self._tail:  # empty: the chunk becomes the head
+            self._head = data if type(data) is bytes else bytes(data)
+            self._hpos = 0
+            self._scan = self._lf_hint = 0
+        elif self._tail or len(raw) >= _TAIL_FROM:
             chunk = data if type(data) is bytes else bytes(data)
             self._tail.append(chunk)
             self._tail_len += len(chunk)
         else:
             raw += data
+
+    def _unhead(self) -> None:
+        # Leave head mode: the head's unread bytes become _raw (empty until now).
+        head = self._head
+        if head:
+            with memoryview(head) as view:
+                self._raw += view[self._hpos :]
+            self._head = b""
+            self._hpos = 0
+            self._scan = self._lf_hint = 0
 
     def _gather(self) -> None:
         # Fold the tail into _raw (before a line search, which needs contiguous bytes).
@@ -139,6 +183,8 @@ class ReadBuffer:
 
     def __len__(self) -> int:
         """The number of buffered bytes."""
+        if self._head:
+            return len(self._head) - self._hpos
         lines = self._lines
         if lines:
             return sum(map(len, lines)) + len(lines) + len(self._raw) + self._tail_len
@@ -148,7 +194,8 @@ class ReadBuffer:
     def direct_ok(self) -> bool:
         """True if the next bytes may bypass the buffer (empty, and no ``\\n`` to skip)."""
         return (
-            not self._raw
+            len(self._head) == self._hpos
+            and not self._raw
             and not self._lines
             and not self._tail
             and not self._skip_lf
@@ -156,10 +203,13 @@ class ReadBuffer:
         )
 
     def __bool__(self) -> bool:
+        if self._head:
+            return len(self._head) > self._hpos
         return bool(self._lines) or bool(self._raw) or bool(self._tail)
 
     def peek(self) -> bytes:
         """A copy of every buffered byte, without consuming (for tests and diagnostics)."""
+        self._unhead()
         self._merge()
         self._gather()
         return bytes(self._raw)
@@ -172,6 +222,21 @@ class ReadBuffer:
         Returns ``None`` when no complete line (and no full ``max_length`` piece) is buffered yet;
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
+        head = self._head
+        if head:
+            # The protocol fast path: a \r\n line, sliced out of the head.
+            pos = self._hpos
+            limit = pos + max_length + 1
+            lf = head.find(b"\n", pos, limit)
+            if lf > pos:
+                end = head.find(b"\r", pos, lf)
+                if end == lf - 1:  # the first \r is the one right before the \n
+                    self._hpos = lf + 1
+                    self.last_term = b"\r\n"
+                    return head[pos:end] if end > pos else EMPTY_LINE
+            elif lf == -1 and len(head) < limit and head.find(b"\r", pos) == -1:
+                return None  # no terminator yet, and not a max_length piece: wait for more
+            self._unhead()  # anything else takes the general path
         lines = self._lines
         if lines:
             if self._cr:
@@ -201,6 +266,7 @@ class ReadBuffer:
 
     def take_rest_line(self, max_length: int) -> bytes:
         """At EOF: the unterminated last line (or its next ``max_length`` piece), or ``b""``."""
+        self._unhead()
         line = self.take_line(max_length)
         if line is not None:
             return line
@@ -322,6 +388,12 @@ class ReadBuffer:
 
     def take(self, size: int) -> bytes:
         """Consume and return up to ``size`` buffered bytes (fewer if fewer are buffered)."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            end = min(pos + size, len(head))
+            self._hpos = end
+            return head[pos:end]
         if self._lines:
             self._merge()
         raw = self._raw
@@ -350,6 +422,14 @@ class ReadBuffer:
         The exact read of a protocol body in one call: nothing is consumed when fewer than
         ``size`` bytes are buffered.
         """
+        head = self._head
+        if head:  # everything is in the head
+            pos = self._hpos
+            end = pos + size
+            if end > len(head):
+                return None
+            self._hpos = end
+            return head[pos:end]
         raw = self._raw
         if size < len(raw) and size < _VIEW_FROM and not self._lines:
             out = bytes(raw[:size])  # the common case (a body within _raw), inlined
@@ -388,6 +468,15 @@ class ReadBuffer:
 
     def take_into(self, target: memoryview) -> int:
         """Consume up to ``len(target)`` buffered bytes into ``target``; return how many."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            n = min(len(target), len(head) - pos)
+            if n:
+                with memoryview(head) as view:
+                    target[:n] = view[pos : pos + n]
+                self._hpos = pos + n
+            return n
         if self._lines:
             self._merge()
         raw = self._raw
@@ -410,6 +499,12 @@ class ReadBuffer:
 
     def discard(self, size: int) -> int:
         """Drop up to ``size`` buffered bytes; return how many were dropped."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            n = min(size, len(head) - pos)
+            self._hpos = pos + n
+            return n
         if self._lines:
             self._merge()
         raw = self._raw
@@ -426,6 +521,7 @@ class ReadBuffer:
     def unread(self, data: bytes) -> None:
         """Put ``data`` back in front of the buffer (a result the caller could not take)."""
         if data:
+            self._unhead()
             self._merge()
             self._raw[:0] = data
             # A pending \n-skip belonged to a lone \r that is now back in the buffer (it only
@@ -436,6 +532,8 @@ class ReadBuffer:
         """Drop everything (the socket was closed)."""
         self._lines = []
         self.ready = _NO_LINES
+        self._head = b""
+        self._hpos = 0
         self._raw = bytearray()
         self._tail = []
         self._tail_len = 0
