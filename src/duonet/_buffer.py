@@ -222,6 +222,17 @@ class ReadBuffer:
         Returns ``None`` when no complete line (and no full ``max_length`` piece) is buffered yet;
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
+        lines = self._lines
+        if lines:  # (then the buffer is not in head mode)
+            if self._cr:
+                return self._take_stored_cr_line(max_length)
+            line = lines.pop()  # the fast path: a batch with no \r in it
+            if len(line) > max_length:
+                lines.append(line[max_length:])
+                self.last_term = b""
+                return line[:max_length]
+            self.last_term = b"\n"
+            return line or EMPTY_LINE
         head = self._head
         if head:
             # The protocol fast path: a \r\n line, sliced out of the head.
@@ -237,17 +248,6 @@ class ReadBuffer:
             elif lf == -1 and len(head) < limit and head.find(b"\r", pos) == -1:
                 return None  # no terminator yet, and not a max_length piece: wait for more
             self._unhead()  # anything else takes the general path
-        lines = self._lines
-        if lines:
-            if self._cr:
-                return self._take_stored_cr_line(max_length)
-            line = lines.pop()  # the fast path: a batch with no \r in it
-            if len(line) > max_length:
-                lines.append(line[max_length:])
-                self.last_term = b""
-                return line[:max_length]
-            self.last_term = b"\n"
-            return line or EMPTY_LINE
         raw = self._raw
         if not self._scan and not self._lf_hint:
             # The protocol fast path: a \r\n line at the front of _raw, cut here. (A line that
