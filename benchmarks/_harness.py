@@ -20,6 +20,7 @@ import gc
 import importlib.util
 import itertools
 import os
+import resource
 import select
 import statistics
 import subprocess
@@ -139,9 +140,17 @@ class Stopwatch:
     wrapping ``duonet._blocking._call`` (about 0.1 us per hop, against hops of 20 us or more).
     """
 
-    def __init__(self, *, duonet: bool = False, server: ServerProcess | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        duonet: bool = False,
+        server: ServerProcess | None = None,
+        faults_per: int | None = None,
+    ) -> None:
         self._duonet = duonet
         self._server = server
+        self._faults_per = faults_per  # report minor page faults per op (ops in the run)
+        self._f0 = 0
         self._s0 = 0.0
         self._hops: Iterator[int] | None = None
         self._restore: Callable[[], None] | None = None
@@ -156,6 +165,8 @@ class Stopwatch:
             self._hops, self._restore = count_hops()
         if _profiler is not None:
             _profiler.start(portal=self._duonet)
+        if self._faults_per:
+            self._f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         self._c0 = time.process_time()
         self._t0 = time.thread_time()
         self._w0 = time.perf_counter()
@@ -170,6 +181,9 @@ class Stopwatch:
         wall = time.perf_counter() - self._w0
         thread_cpu = time.thread_time() - self._t0
         cpu = time.process_time() - self._c0
+        if self._faults_per:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self._f0
+            self.extra["minor faults/op"] = round(faults / self._faults_per, 1)
         if _profiler is not None:
             _profiler.stop()
         hops = None

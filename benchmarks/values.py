@@ -63,7 +63,7 @@ def stdlib(port: int, count: int, into: bool, srv: ServerProcess) -> Sample:
             read(int(readline()[1:]))
         keys: list[bytes] = []
         data = b""
-        with Stopwatch(server=srv) as sw:
+        with Stopwatch(server=srv, faults_per=count) as sw:
             for request in writes:
                 sendall(request)
                 size = int(readline()[1:])
@@ -93,7 +93,7 @@ def asyncio_streams(backend: str, port: int, count: int, srv: ServerProcess) -> 
                 await readexactly(int((await readline())[1:]))
             keys: list[bytes] = []
             data = b""
-            with Stopwatch(server=srv) as sw:
+            with Stopwatch(server=srv, faults_per=count) as sw:
                 for request in writes:
                     write(request)
                     await drain()
@@ -122,7 +122,7 @@ def anyio_buffered(backend: str, port: int, count: int, srv: ServerProcess) -> S
                 await receive_exactly(int((await receive_until(b"\r\n", 65536))[1:]))
             keys: list[bytes] = []
             data = b""
-            with Stopwatch(server=srv) as sw:
+            with Stopwatch(server=srv, faults_per=count) as sw:
                 for request in writes:
                     await send(request)
                     data = await receive_exactly(int((await receive_until(b"\r\n", 65536))[1:]))
@@ -147,7 +147,7 @@ def duonet_blocking(port: int, count: int, into: bool, srv: ServerProcess, porta
             recv(int(recv_line()[1:]))
         keys: list[bytes] = []
         data = b""
-        with Stopwatch(duonet=True, server=srv) as sw:
+        with Stopwatch(duonet=True, server=srv, faults_per=count) as sw:
             for request in writes:
                 send(request)
                 size = int(recv_line()[1:])
@@ -176,7 +176,7 @@ def duonet_aio(backend: str, port: int, count: int, into: bool, srv: ServerProce
                 await recv(int((await recv_line())[1:]))
             keys: list[bytes] = []
             data = b""
-            with Stopwatch(server=srv) as sw:
+            with Stopwatch(server=srv, faults_per=count) as sw:
                 for request in writes:
                     await send(request)
                     size = int((await recv_line())[1:])
