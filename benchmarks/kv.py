@@ -1,4 +1,4 @@
-"""Scenarios 8 and 9 — a RESP-like key-value protocol: a header line, then an exact-size body.
+"""Scenarios 8 and 10 — a RESP-like key-value protocol: a header line, then an exact-size body.
 
 The stdlib ``resp`` server process (``_server.py``) answers every request line ``GET <i>`` with
 ``$<n>\\r\\n`` and n body bytes (8-192 bytes, 100 on average). The client reads each reply the
@@ -6,7 +6,7 @@ way protocol clients do: one line read for the header, then one exact-size read 
 
 * **8 pipelined** — 1 000 requests per write, then the 1 000 replies (one server write): the
   per-reply cost of the read path, with almost no waiting.
-* **9 request/response** — one request, its reply, the next request, on one connection: the
+* **10 request/response** — one request, its reply, the next request, on one connection: the
   per-round-trip cost, mostly waiting.
 
 Every run checks the number of replies and the SHA-256 of all the bodies, in order.
@@ -354,7 +354,7 @@ def run_reqresp(cfg: Config) -> Table:
         )
     return Table(
         key="reqresp",
-        title=f"9. request/response — {count} sequential requests on one connection",
+        title=f"10. request/response — {count} sequential requests on one connection",
         description="One `GET <i>` request, then its reply (a `$<n>` header line and an n-byte "
         "body, 8-192 bytes) read with one line read and one exact read, then the next request "
         "(op = 1 round trip; TCP_NODELAY everywhere). Bodies checked by SHA-256.",

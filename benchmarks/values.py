@@ -1,4 +1,4 @@
-"""Scenario 10 — large values: a header line, then one exact read of 1 MiB.
+"""Scenario 9 — large values: a header line, then one exact read of 1 MiB.
 
 The stdlib ``resp`` server process, in large-value mode, answers each ``GET <i>`` with
 ``$1048576\\r\\n`` and a 1 MiB value (the key's number in 8 digits, then a fixed pseudo-random
@@ -238,7 +238,7 @@ def run(cfg: Config) -> Table:
         )
     return Table(
         key="values",
-        title=f"10. 1 MiB values — {count} requests, header line + exact 1 MiB read",
+        title=f"9. 1 MiB values — {count} requests, header line + exact 1 MiB read",
         description="One `GET <i>` request at a time; the reply is a `$1048576` header line and "
         "a 1 MiB value, read with one line read and one exact read (op = 1 value). Keys and "
         "lengths checked per value, the last value by SHA-256.",

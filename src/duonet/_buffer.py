@@ -11,11 +11,12 @@ Logically the buffer is one byte string. Physically it is in one of two modes:
 
 **Head mode** (``_head`` not empty): everything buffered is ``_head[_hpos:]``, an immutable
 ``bytes`` (usually the very chunk the kernel gave) and a read position. This is the protocol
-fast path: a ``\\r\\n`` line or an exact-size body is one ``bytes`` slice (one allocation, one
-copy) and a new position; nothing is moved. The buffer enters this mode when a chunk arrives
-while it is empty, and keeps it while at most ``_HEAD_KEEP`` bytes are left over when the next
-chunk arrives (they are copied in front of it). Any read the head does not answer simply moves
-its bytes into ``_raw`` first (:meth:`_unhead`), and goes on in the general mode.
+fast path: a ``\\r\\n`` line, an exact-size body, or a ``\\n`` line that ends the data (a reply)
+is one ``bytes`` slice (one allocation, one copy) and a new position; nothing is moved. The
+buffer enters this mode when a chunk arrives while it is empty, and keeps it while at most
+``_HEAD_KEEP`` bytes are left over when the next chunk arrives (they are copied in front of it).
+Any read the head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`),
+and goes on in the general mode.
 
 **General mode**: three parts, in order:
 
@@ -245,6 +246,10 @@ class ReadBuffer:
                     self._hpos = lf + 1
                     self.last_term = b"\r\n"
                     return head[pos:end] if end > pos else EMPTY_LINE
+                if end == -1 and lf + 1 == len(head):  # a \n line that ends the data (a
+                    self._hpos = lf + 1  # reply, say): no batch of lines to cut
+                    self.last_term = b"\n"
+                    return head[pos:lf]
             elif lf == -1 and len(head) < limit and head.find(b"\r", pos) == -1:
                 return None  # no terminator yet, and not a max_length piece: wait for more
             self._unhead()  # anything else takes the general path
