@@ -195,7 +195,7 @@ class ReadBuffer:
     def direct_ok(self) -> bool:
         """True if the next bytes may bypass the buffer (empty, and no ``\\n`` to skip)."""
         return (
-            len(self._head) == self._hpos
+            len(self._head) <= self._hpos
             and not self._raw
             and not self._lines
             and not self._tail
