@@ -13,7 +13,20 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from . import accept, bulk, lines, load, pingpong, portal, sendfile, tls, waiters
+from . import (
+    accept,
+    bulk,
+    kv,
+    lines,
+    load,
+    pingpong,
+    portal,
+    sendfile,
+    tls,
+    tlsproto,
+    values,
+    waiters,
+)
 from . import serve as serve_scenario
 from ._harness import Config, Table, close_all_servers, pin_cpus, render
 
@@ -25,6 +38,11 @@ SCENARIOS: dict[str, Callable[[Config], Table | list[Table]]] = {
     "tls": tls.run,
     "portal": portal.run,
     "waiters": waiters.run,
+    "pipelined": kv.run_pipelined,
+    "values": values.run,
+    "reqresp": kv.run_reqresp,
+    "tlsconn": tlsproto.run_connections,
+    "starttls": tlsproto.run_starttls,
     "sendfile": sendfile.run,
     "load": load.run,
     "serve": serve_scenario.run,

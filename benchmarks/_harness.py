@@ -9,14 +9,18 @@ Conventions (also in ``README.md``):
   reference (the stdlib, unless the table says otherwise).
 * CPU per op is ``time.process_time()`` (every thread of the benchmark process, so the work of
   duonet's portal thread counts); "caller CPU" is ``time.thread_time()`` of the calling thread.
-  The server process is separate and never counted.
+  The server process is separate and never counted in those; where its cost matters a run
+  also reports ``server CPU/op`` (the server process's own ``time.process_time()``, asked over
+  its stdin before and after the timed region).
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import itertools
 import os
+import resource
 import select
 import statistics
 import subprocess
@@ -30,6 +34,8 @@ from types import TracebackType
 from typing import Any
 
 __all__ = (
+    "AIO_BACKENDS",
+    "PORTALS",
     "Config",
     "Peer",
     "Sample",
@@ -42,6 +48,7 @@ __all__ = (
     "count_hops",
     "render",
     "pin_cpus",
+    "run_async",
     "run_rounds",
     "thread_counts",
     "use_portal",
@@ -51,8 +58,15 @@ __all__ = (
 HOST = "127.0.0.1"
 #: The event loops of the async peers (anyio's "asyncio" is the stdlib loop, not uvloop).
 BACKENDS = ("asyncio", "trio")
+#: The loops of the protocol scenarios' async peers: uvloop too, when it is installed.
+AIO_BACKENDS: tuple[str, ...] = (
+    ("asyncio", "uvloop", "trio") if importlib.util.find_spec("uvloop") else BACKENDS
+)
 SERVER_SCRIPT = str(Path(__file__).with_name("_server.py"))
 
+
+#: The loops duonet's blocking face is measured on: its default first (uvloop when installed).
+PORTALS = tuple(b for b in ("uvloop", "asyncio", "trio") if b in AIO_BACKENDS)
 
 # -- configuration ------------------------------------------------------------------------------
 
@@ -112,6 +126,7 @@ class Sample:
     cpu: float
     thread_cpu: float
     hops: int | None = None  # duonet portal hops (blocking face only)
+    server_cpu: float | None = None  # CPU seconds of the server process during the run
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -125,8 +140,18 @@ class Stopwatch:
     wrapping ``duonet._blocking._call`` (about 0.1 us per hop, against hops of 20 us or more).
     """
 
-    def __init__(self, *, duonet: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        duonet: bool = False,
+        server: ServerProcess | None = None,
+        faults_per: int | None = None,
+    ) -> None:
         self._duonet = duonet
+        self._server = server
+        self._faults_per = faults_per  # report minor page faults per op (ops in the run)
+        self._f0 = 0
+        self._s0 = 0.0
         self._hops: Iterator[int] | None = None
         self._restore: Callable[[], None] | None = None
         self.extra: dict[str, float] = {}
@@ -134,10 +159,14 @@ class Stopwatch:
 
     def __enter__(self) -> Stopwatch:
         gc.collect()
+        if self._server is not None:
+            self._s0 = self._server.cpu()
         if self._duonet:
             self._hops, self._restore = count_hops()
         if _profiler is not None:
             _profiler.start(portal=self._duonet)
+        if self._faults_per:
+            self._f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         self._c0 = time.process_time()
         self._t0 = time.thread_time()
         self._w0 = time.perf_counter()
@@ -152,6 +181,9 @@ class Stopwatch:
         wall = time.perf_counter() - self._w0
         thread_cpu = time.thread_time() - self._t0
         cpu = time.process_time() - self._c0
+        if self._faults_per:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self._f0
+            self.extra["minor faults/op"] = round(faults / self._faults_per, 1)
         if _profiler is not None:
             _profiler.stop()
         hops = None
@@ -159,7 +191,8 @@ class Stopwatch:
             self._restore()
             assert self._hops is not None
             hops = next(self._hops)
-        self.sample = Sample(wall, cpu, thread_cpu, hops, self.extra)
+        server_cpu = None if self._server is None else self._server.cpu() - self._s0
+        self.sample = Sample(wall, cpu, thread_cpu, hops, server_cpu, self.extra)
 
 
 def count_hops() -> tuple[Iterator[int], Callable[[], None]]:
@@ -216,6 +249,15 @@ def use_portal(backend: str) -> None:
     _portal.call(_noop)
 
 
+def run_async(main: Callable[[], Any], backend: str) -> Any:
+    """``anyio.run(main)`` on ``backend``: ``asyncio`` (the stdlib loop), ``uvloop`` or ``trio``."""
+    import anyio
+
+    if backend == "uvloop":
+        return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+    return anyio.run(main, backend=backend)
+
+
 # -- peers, targets, rounds ---------------------------------------------------------------------
 
 
@@ -226,7 +268,7 @@ class Target:
 
     min_speed: float
     text: str
-    versus: str | None = None
+    versus: str | tuple[str, ...] | None = None  # a tuple: against the fastest of them
 
 
 @dataclass
@@ -263,11 +305,14 @@ class Table:
     def row(self, name: str) -> Row | None:
         return next((r for r in self.rows if r.peer.name == name), None)
 
-    def speed(self, row: Row, versus: str | None = None, attr: str = "wall") -> float | None:
-        ref = self.row(versus or self.reference)
-        if ref is None or not ref.samples or not row.samples:
+    def speed(
+        self, row: Row, versus: str | tuple[str, ...] | None = None, attr: str = "wall"
+    ) -> float | None:
+        names = (versus,) if isinstance(versus, str) else versus or (self.reference,)
+        refs = [r for r in map(self.row, names) if r is not None and r.samples]
+        if not refs or not row.samples:
             return None
-        return ref.median(attr) / row.median(attr)
+        return min(r.median(attr) for r in refs) / row.median(attr)
 
     def verdicts(self) -> list[tuple[Row, float | None, bool | None]]:
         out = []
@@ -331,7 +376,9 @@ def render(table: Table) -> str:
     """The table as Markdown (readable as plain text too)."""
     extras = sorted({k for r in table.rows for s in r.samples for k in s.extra})
     has_hops = any(s.hops is not None for r in table.rows for s in r.samples)
+    has_server = any(s.server_cpu is not None for r in table.rows for s in r.samples)
     head = ["peer", "median wall", f"wall/{table.op}", "range/op", "CPU/op", "caller CPU/op"]
+    head += ["server CPU/op"] if has_server else []
     head += (["hops/op"] if has_hops else []) + extras
     head += ["speed (wall)", "speed (CPU)", "target", "met?"]
     lines = [
@@ -360,6 +407,9 @@ def render(table: Table) -> str:
             fmt_time(row.median("cpu") / n),
             fmt_time(row.median("thread_cpu") / n),
         ]
+        if has_server:
+            server = [s.server_cpu for s in row.samples if s.server_cpu is not None]
+            cells.append(fmt_time(statistics.median(server) / n) if server else "")
         if has_hops:
             hops = [s.hops for s in row.samples if s.hops is not None]
             cells.append(f"{statistics.median(hops) / n:.3g}" if hops else "")
@@ -443,6 +493,14 @@ class ServerProcess:
         got = self.readline(timeout)
         if got != answer:
             raise RuntimeError(f"server process said {got!r}, expected {answer!r}")
+
+    def cpu(self) -> float:
+        """CPU seconds the server process has used so far (every thread of it)."""
+        self.send("CPU")
+        word, seconds = self.readline(timeout=10).split()
+        if word != "CPU":
+            raise RuntimeError(f"server process said {word!r}, expected CPU")
+        return float(seconds)
 
     def close(self) -> None:
         _live.discard(self)

@@ -25,18 +25,34 @@ Modes (each accepted connection is served by its own thread):
 ``waiters``
     stdin commands ``EXPECT n`` (answers ``READY`` once n connections are accepted), ``GO``
     (sends one line to each of them, answers ``SENT``), ``CLOSE`` (closes them, ``CLOSED``).
+``resp [VALUE_SIZE]``
+    a RESP-like key-value server: every request line ``GET <i>`` (``\\r\\n``-terminated, any
+    number per write) is answered, in order, by a header line ``$<n>\\r\\n`` and exactly n body
+    bytes: :func:`body` ``(i)`` (8-200 bytes), or with VALUE_SIZE :func:`value` ``(i, size)``.
+    All the replies to the requests of one read go out in one write; the replies to a read seen
+    before are sent from a cache, so that the server's own work is small beside the client's.
+``tlsline PEMFILE``
+    TLS 1.3 server: handshake, read one line, answer ``OK <line>``, then wait for EOF.
+``starttls PEMFILE``
+    an SMTP-like session: greeting line ``220 ...``; on ``STARTTLS`` answers ``220 ...`` and
+    handshakes (TLS 1.3) on the same connection; then answers each line with ``250 <line>``.
 ``connector``
     a client, not a server: ``CONNECT port n`` opens n connections to 127.0.0.1:port and keeps
     them open (answers ``READY``); ``CLOSE`` closes them (``CLOSED``).
+
+Every listening mode answers the stdin command ``CPU`` with ``CPU <seconds>``: the CPU time the
+server process has used so far (all its threads), so that a run can report the far side's cost.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import ssl
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable
 
@@ -53,6 +69,27 @@ def say(text: str) -> None:
 def line(index: int) -> bytes:
     """Line ``index`` of the ``lines`` payload, with its ``\\n`` (40 bytes)."""
     return b"%08d%s\n" % (index, b"." * (LINE_SIZE - 9))
+
+
+def body(index: int) -> bytes:
+    """The small value of key ``index`` for the ``resp`` mode: 8 to 192 bytes."""
+    return (b"%08d" % index) * (1 + index % 24)
+
+
+_BLOCK: bytes | None = None
+
+
+def value_block(size: int) -> bytes:
+    """``size`` pseudo-random bytes, the same in every process (the large values' payload)."""
+    global _BLOCK
+    if _BLOCK is None or len(_BLOCK) < size:
+        _BLOCK = random.Random(20).randbytes(size)
+    return _BLOCK[:size]
+
+
+def value(index: int, size: int) -> bytes:
+    """The large value of key ``index``: its number in 8 digits, then the shared block."""
+    return b"%08d" % index + value_block(size)[8:]
 
 
 def listen(backlog: int = 4096) -> socket.socket:
@@ -130,6 +167,98 @@ def echo(conn: socket.socket) -> None:
     recv, sendall = conn.recv, conn.sendall
     while data := recv(65536):
         sendall(data)
+
+
+def make_resp_handler(value_size: int) -> Callable[[socket.socket], None]:
+    cache: dict[bytes, bytes] = {}  # request line -> reply (the rounds repeat the same keys)
+
+    def small_reply(request: bytes) -> bytes:
+        reply = cache.get(request)
+        if reply is None:
+            data = body(int(request[4:]))
+            reply = cache[request] = b"$%d\r\n%s" % (len(data), data)
+        return reply
+
+    block = memoryview(value_block(value_size))[8:] if value_size else None
+
+    writes: dict[bytes, bytes] = {}  # one read of requests -> all its replies
+
+    def handle(conn: socket.socket) -> None:
+        recv = conn.recv
+        pending = b""
+        while data := recv(65536):
+            if block is None and not pending and data in writes:
+                conn.sendall(writes[data])  # the rounds repeat the same writes: answer at once
+                continue
+            whole = not pending and data.endswith(b"\r\n")
+            pending += data
+            *requests, pending = pending.split(b"\r\n")
+            if not requests:
+                continue
+            if block is None:
+                reply = b"".join(map(small_reply, requests))
+                if whole and len(writes) < 100_000:
+                    writes[data] = reply
+                conn.sendall(reply)
+                continue
+            for request in requests:  # header, key number, shared block: no 1 MiB copy
+                parts = [b"$%d\r\n%08d" % (value_size, int(request[4:])), block]
+                while parts:
+                    sent = conn.sendmsg(parts)
+                    while parts and sent >= len(parts[0]):
+                        sent -= len(parts[0])
+                        parts.pop(0)
+                    if parts and sent:
+                        parts[0] = memoryview(parts[0])[sent:]
+
+    return handle
+
+
+def _tls13_server_context(pem: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(pem)
+    return ctx
+
+
+def make_tlsline_handler(pem: str) -> Callable[[socket.socket], None]:
+    ctx = _tls13_server_context(pem)
+
+    def handle(conn: socket.socket) -> None:
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls, tls.makefile("rb") as file:
+                tls.sendall(b"OK " + file.readline())
+                while tls.recv(4096):
+                    pass
+        except ssl.SSLError:
+            pass
+
+    return handle
+
+
+def make_starttls_handler(pem: str) -> Callable[[socket.socket], None]:
+    ctx = _tls13_server_context(pem)
+
+    def handle(conn: socket.socket) -> None:
+        conn.sendall(b"220 bench.invalid ESMTP ready\r\n")
+        command = b""  # the client sends nothing more before our answer: no over-read
+        while not command.endswith(b"\n"):
+            data = conn.recv(4096)
+            if not data:
+                return
+            command += data
+        if command.strip().upper() != b"STARTTLS":
+            conn.sendall(b"500 expected STARTTLS\r\n")
+            return
+        conn.sendall(b"220 go ahead\r\n")
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls, tls.makefile("rb") as file:
+                while request := file.readline():
+                    tls.sendall(b"250 " + request)
+        except (ssl.SSLError, OSError):
+            pass
+
+    return handle
 
 
 def make_tls_handler(pem: str) -> Callable[[socket.socket], None]:
@@ -223,12 +352,17 @@ def main(argv: list[str]) -> None:
         "echo": lambda: echo,
         "sink": lambda: sink,
         "tls": lambda: make_tls_handler(args[0]),
+        "resp": lambda: make_resp_handler(int(args[0]) if args else 0),
+        "tlsline": lambda: make_tlsline_handler(args[0]),
+        "starttls": lambda: make_starttls_handler(args[0]),
     }
     handle = handlers[mode]()
     listener = listen()
     serve_forever(listener, handle)
     say(f"PORT {listener.getsockname()[1]}")
-    sys.stdin.read()  # until the benchmark closes our stdin (or dies)
+    for command in sys.stdin:  # until the benchmark closes our stdin (or dies)
+        if command.strip() == "CPU":
+            say(f"CPU {time.process_time()!r}")
     os._exit(0)
 
 

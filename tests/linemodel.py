@@ -102,6 +102,10 @@ class LineModel:
         del self.buf[:size]
         return out
 
+    def take_exact(self, size: int) -> bytes | None:
+        """Exactly ``size`` bytes if that many are buffered, else ``None`` (nothing consumed)."""
+        return self.take(size) if len(self.buf) >= size else None
+
     def take_into(self, target: memoryview) -> int:
         n = min(len(target), len(self.buf))
         target[:n] = self.buf[:n]

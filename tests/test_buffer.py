@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from duonet import _buffer
 from duonet._buffer import ReadBuffer
 from linemodel import EMPTY_LINE, LineModel, split_lines
 
@@ -113,6 +114,20 @@ class BufferMachine(RuleBasedStateMachine):
     def take(self, size: int) -> None:
         assert self.buf.take(size) == self.model.take(size)
 
+    @rule(size=st.integers(1, 30))
+    def take_exact(self, size: int) -> None:
+        before = len(self.model)
+        expected = self.model.take_exact(size)
+        assert self.buf.take_exact(size) == expected
+        if expected is None:
+            assert len(self.model) == before  # nothing consumed
+
+    @rule(max_length=max_lengths, size=st.integers(1, 30))
+    def header_then_body(self, max_length: int, size: int) -> None:
+        # The protocol pattern: a line, then an exact read (RESP, HTTP bodies).
+        assert self.buf.take_line(max_length) == self.model.take_line(max_length)
+        assert self.buf.take_exact(size) == self.model.take_exact(size)
+
     @rule(size=sizes)
     def take_then_unread(self, size: int) -> None:
         got = self.buf.take(size)
@@ -153,7 +168,19 @@ class BufferMachine(RuleBasedStateMachine):
         assert self.buf.eof == self.model.eof
 
 
-def test_buffer_state_machine() -> None:
+@pytest.fixture(params=["default", "small tail"])
+def thresholds(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The buffer's size thresholds as shipped, or tiny, so that random tests of a few dozen
+    bytes also go through the tail of chunks, the memoryview copies, and a head that leaves
+    head mode when a chunk arrives."""
+    if request.param == "small tail":
+        monkeypatch.setattr(_buffer, "_TAIL_FROM", 5)
+        monkeypatch.setattr(_buffer, "_VIEW_FROM", 3)
+        monkeypatch.setattr(_buffer, "_HEAD_KEEP", 2)
+    return str(request.param)
+
+
+def test_buffer_state_machine(thresholds: str) -> None:
     run_state_machine_as_test(
         BufferMachine,
         settings=settings(
@@ -171,6 +198,7 @@ ops = st.lists(
     st.one_of(
         st.tuples(st.just("line"), max_lengths),
         st.tuples(st.just("take"), sizes),
+        st.tuples(st.just("exact"), st.integers(1, 30)),
         st.tuples(st.just("discard"), sizes),
         st.tuples(st.just("feed"), st.just(0)),
     ),
@@ -178,14 +206,18 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=300 * STRESS, deadline=None)
+@settings(
+    max_examples=300 * STRESS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # constant per parameter
+)
 @given(
     data=st.lists(chunks, max_size=8).map(b"".join),
     cuts=st.lists(st.integers(0, 400), max_size=30),
     schedule=ops,
 )
 def test_random_chunking_and_reads(
-    data: bytes, cuts: list[int], schedule: list[tuple[str, int]]
+    thresholds: str, data: bytes, cuts: list[int], schedule: list[tuple[str, int]]
 ) -> None:
     points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
     pieces = [data[a:b] for a, b in itertools.pairwise(points)]
@@ -198,6 +230,8 @@ def test_random_chunking_and_reads(
             assert buf.take_line(arg) == model.take_line(arg)
         elif op == "take":
             assert buf.take(arg) == model.take(arg)
+        elif op == "exact":
+            assert buf.take_exact(arg) == model.take_exact(arg)
         else:
             assert buf.discard(arg) == model.discard(arg)
         assert len(buf) == len(model)
@@ -498,3 +532,97 @@ def test_megabyte_line_in_pieces_byte_by_byte() -> None:
     assert pieces[-1] == b"z" * 1000
     assert len(pieces) == 1000
     assert all(p == b"z" * 1000 for p in pieces)
+
+
+# -- the protocol paths: header line + exact body, and large values -----------------------------
+
+
+def test_header_and_body_replies() -> None:
+    bodies = [bytes([65 + i % 26]) * (i % 50) + b"\r\n\n\r" * (i % 3) for i in range(500)]
+    stream = b"".join(b"$%d\r\n%s" % (len(b), b) for b in bodies)
+    buf = ReadBuffer()
+    for i in range(0, len(stream), 997):
+        buf.feed(stream[i : i + 997])
+    got = []
+    for _ in bodies:
+        header = buf.take_line(100)
+        assert header is not None
+        assert header.startswith(b"$")
+        body = buf.take_exact(int(header[1:]))
+        assert body is not None
+        got.append(body)
+    assert got == bodies
+    assert not buf
+    assert len(buf) == 0
+
+
+@pytest.mark.parametrize("into", [False, True])
+def test_large_values_in_chunks(into: bool) -> None:
+    # A 1 MiB value arriving in 64 KiB chunks after its header, followed by the next header:
+    # the chunks queue in the tail (no bytearray growth) and come out exactly once.
+    size = 1 << 20
+    values = [bytes([i]) * 8 + os.urandom(size - 8) for i in range(3)]
+    stream = b"".join(b"$%d\r\n%s" % (size, v) for v in values) + b"+OK\r\n"
+    buf = ReadBuffer()
+    chunk = 1 << 16
+    fed = 0
+    for value in values:
+        while (header := buf.take_line(1000)) is None:
+            buf.feed(stream[fed : fed + chunk])
+            fed += chunk
+        assert header == b"$%d" % size
+        while len(buf) < size:
+            assert buf.take_exact(size) is None  # nothing consumed
+            buf.feed(stream[fed : fed + chunk])
+            fed += chunk
+        assert buf._tail  # the large value went through the tail
+        if into:
+            target = bytearray(size)
+            assert buf.take_into(memoryview(target)) == size
+            assert target == value
+        else:
+            assert buf.take_exact(size) == value
+    buf.feed(stream[fed:])
+    assert buf.take_line(1000) == b"+OK"
+    assert not buf
+    assert not buf._tail
+
+
+def test_discard_and_unread_across_the_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_buffer, "_TAIL_FROM", 4)
+    monkeypatch.setattr(_buffer, "_HEAD_KEEP", 0)
+    buf = ReadBuffer()
+    for piece in (b"abcd", b"efgh", b"ijkl", b"mn\r\nop"):
+        buf.feed(piece)
+    assert len(buf) == 18
+    assert buf._tail
+    assert buf.discard(6) == 6
+    buf.unread(b"XY")
+    assert buf.take(5) == b"XYghi"
+    assert buf.take_line(100) == b"jklmn"
+    assert buf.take_exact(2) == b"op"
+    assert not buf
+
+
+def test_head_mode_keeps_a_small_rest_and_leaves_for_a_large_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_buffer, "_HEAD_KEEP", 4)
+    buf = ReadBuffer()
+    buf.feed(b"$3\r\nabc$5\r\nde")  # arrives while empty: the chunk is the head
+    assert buf._head
+    assert buf.take_line(100) == b"$3"
+    assert buf.take_exact(3) == b"abc"
+    assert buf.take_line(100) == b"$5"
+    assert buf.take_exact(5) is None  # not all there: nothing consumed
+    buf.feed(b"fgh")  # 2 bytes left over (<= 4): still one head
+    assert buf._head
+    assert buf.take_exact(5) == b"defgh"
+    buf.feed(b"partial line")
+    assert buf.take_line(100) is None
+    buf.feed(b" goes on")  # 12 bytes left over (> 4): they move to the bytearray
+    assert not buf._head
+    assert buf.take_line(100) is None
+    buf.feed(b"\r\n")
+    assert buf.take_line(100) == b"partial line goes on"
+    assert not buf

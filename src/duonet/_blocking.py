@@ -130,9 +130,29 @@ class Socket:
         self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
     ) -> bytes:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv` (same semantics and errors)."""
-        return self._read(
-            self._aio._recv_nowait, self._aio.recv, size, timeout, flags, undo=self._aio._buf.unread
-        )
+        # The body read of line-then-bytes protocols, so _read() is inlined: bytes already in
+        # the buffer are taken with one call.
+        token = self._rtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
+        try:
+            if type(size) is not int or timeout is not None or flags is not SAFE_DISCONN:
+                # checked before the buffer is touched: a refused call takes nothing
+                size = self._aio._check_io(size, timeout, flags, "recv")
+            if size > 0:
+                data = self._buf.take_exact(size)
+                if data is not None:
+                    return data  # served from the buffer: no I/O, so no loop check
+            if in_event_loop():
+                raise RuntimeError(IN_LOOP_MESSAGE)
+            data = self._aio._recv_nowait(size, timeout, flags)
+            if data is None:
+                data = _call(self._aio.recv, size, timeout, flags, undo=self._buf.unread)
+            return data
+        finally:
+            token.append(None)
 
     def recv_into(
         self,
@@ -171,15 +191,18 @@ class Socket:
         except IndexError:
             raise self._busy("reading") from None
         try:
+            if timeout is not None or flags is not SAFE_DISCONN or max_length is not _MAX_LINE:
+                # checked before the buffer is touched: a refused call takes nothing
+                max_length = self._aio._check_line(timeout, flags, max_length, "recv_line")
             ready = self._buf.ready
             if ready:
-                if timeout is not None or flags is not SAFE_DISCONN or max_length is not _MAX_LINE:
-                    # checked before the buffer is touched: a refused call takes nothing
-                    max_length = self._aio._check_line(timeout, flags, max_length, "recv_line")
                 line = ready.pop()
                 if len(line) <= max_length:
-                    return line or EMPTY_LINE  # served from the buffer: no I/O, so no loop check
+                    return line or EMPTY_LINE  # served from the buffer: no I/O, no loop check
                 ready.append(line)
+            found = self._buf.take_line(max_length)  # a \r\n line, say: still no I/O
+            if found is not None:
+                return found
             if in_event_loop():
                 raise RuntimeError(IN_LOOP_MESSAGE)
             found = self._aio._recv_line_nowait(timeout, flags, max_length)

@@ -7,12 +7,28 @@ call of a socket (``recv``, ``recv_line``, ``skip`` ...) is answered from this b
 the only place where received bytes live between calls, which is what makes reads cancel-safe: the
 core appends as soon as a chunk arrives and consumes only when it returns.
 
-Logically the buffer is one byte string. Physically it has two parts, in order:
+Logically the buffer is one byte string. Physically it is in one of two modes:
+
+**Head mode** (``_head`` not empty): everything buffered is ``_head[_hpos:]``, an immutable
+``bytes`` (usually the very chunk the kernel gave) and a read position. This is the protocol
+fast path: a ``\\r\\n`` line, an exact-size body, or a ``\\n`` line that ends the data (a reply)
+is one ``bytes`` slice (one allocation, one copy) and a new position; nothing is moved. The
+buffer enters this mode when a chunk arrives while it is empty, and keeps it while at most
+``_HEAD_KEEP`` bytes are left over when the next chunk arrives (they are copied in front of it).
+Any read the head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`),
+and goes on in the general mode.
+
+**General mode**: three parts, in order:
 
 * ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
   ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
   followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
-* ``_raw``: a bytearray of everything after that.
+* ``_raw``: a bytearray of everything after that, except:
+* ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
+  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus
+  costs one copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each
+  growth a reallocation with fresh pages) and then copied out again. Line reads fold the tail
+  into ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
 ``socket.makefile().readline()``), so lines are not found one ``find`` at a time: when a line is
@@ -20,6 +36,11 @@ asked for and ``_raw`` holds a ``\\n``, a whole batch of lines is cut out with o
 and later calls just pop entries. A byte-oriented read joins the unread entries back into
 ``_raw`` first (:meth:`_merge`); to bound that waste on protocols that alternate lines and bytes
 (HTTP, RESP), the batch starts small and doubles only while lines are consumed uninterrupted.
+
+Protocols mix lines and bytes (a header line, then an exact-size body: RESP, HTTP, SMTP's
+DATA): :meth:`take_line` cuts a ``\\r\\n`` line from the head (or the front of ``_raw``) itself,
+and :meth:`take_exact` answers an exact read in the same frame, so a header plus its body costs
+the socket two calls into the buffer (it was six, helpers included) and two ``bytes`` slices.
 
 Searching ``_raw`` for a terminator remembers how far it already looked (``_scan``), and never
 looks further than ``max_length + 1`` bytes, so a long line trickling in byte by byte costs
@@ -42,6 +63,15 @@ EMPTY_LINE = b"\r\n"
 _NO_LINES: list[bytes] = []  # `ready` when no line is ready: always empty, never appended to
 _MIN_BATCH = 4096
 _MAX_BATCH = 1 << 18
+#: Once ``_raw`` holds this many bytes, later chunks queue in ``_tail`` instead of being appended.
+_TAIL_FROM = 1 << 16
+#: Up to this size a slice is copied out with ``bytes(raw[:n])``; beyond, through a memoryview
+#: (one copy instead of two, for the price of the view).
+_VIEW_FROM = 1 << 12
+#: A head keeps its mode across a feed while at most this many of its bytes are unread (they
+#: are copied in front of the new chunk); beyond, the bytes move to ``_raw``, which grows in
+#: place, so that a long line trickling in costs O(bytes), not O(bytes²).
+_HEAD_KEEP = 1 << 12
 
 
 class ReadBuffer:
@@ -53,12 +83,16 @@ class ReadBuffer:
     __slots__ = (
         "_batch",
         "_cr",
+        "_head",
+        "_hpos",
         "_lf_hint",
         "_lines",
         "_merged",
         "_raw",
         "_scan",
         "_skip_lf",
+        "_tail",
+        "_tail_len",
         "eof",
         "last_term",
         "ready",
@@ -76,7 +110,11 @@ class ReadBuffer:
         self._lf_hint = 0  # _raw[:_lf_hint] holds no \n
         self._merged = False  # were split lines merged back since the last split?
         self._cr = False  # does some entry of _lines contain b"\r"?
+        self._head = b""  # head mode while not empty (see the module docstring)
+        self._hpos = 0
         self._raw = bytearray()
+        self._tail: list[bytes] = []  # chunks after _raw (see the module docstring)
+        self._tail_len = 0
         self._scan = 0  # _raw[:_scan] holds no terminator (valid until _raw's front changes)
         self._skip_lf = False  # a lone \r ended the last line at the very end of the data
         self._batch = _MIN_BATCH
@@ -93,7 +131,49 @@ class ReadBuffer:
             self._skip_lf = False
             if data[0] == 10:  # the \n of a \r\n split across chunks
                 data = data[1:]
-        self._raw += data
+                if not data:
+                    return
+        head = self._head
+        if head:
+            rest = len(head) - self._hpos
+            if not rest:
+                self._head = data if type(data) is bytes else bytes(data)
+                self._hpos = 0
+                return
+            if rest <= _HEAD_KEEP:
+                self._head = head[self._hpos :] + data
+                self._hpos = 0
+                return
+            self._unhead()
+        raw = self._raw
+        if not raw and not self._lines and not self._tail:  # empty: the chunk becomes the head
+            self._head = data if type(data) is bytes else bytes(data)
+            self._hpos = 0
+            self._scan = self._lf_hint = 0
+        elif self._tail or len(raw) >= _TAIL_FROM:
+            chunk = data if type(data) is bytes else bytes(data)
+            self._tail.append(chunk)
+            self._tail_len += len(chunk)
+        else:
+            raw += data
+
+    def _unhead(self) -> None:
+        # Leave head mode: the head's unread bytes become _raw (empty until now).
+        head = self._head
+        if head:
+            with memoryview(head) as view:
+                self._raw += view[self._hpos :]
+            self._head = b""
+            self._hpos = 0
+            self._scan = self._lf_hint = 0
+
+    def _gather(self) -> None:
+        # Fold the tail into _raw (before a line search, which needs contiguous bytes).
+        raw = self._raw
+        for chunk in self._tail:
+            raw += chunk
+        self._tail = []
+        self._tail_len = 0
 
     def feed_eof(self) -> None:
         """Record that the peer closed: nothing more will arrive."""
@@ -104,22 +184,35 @@ class ReadBuffer:
 
     def __len__(self) -> int:
         """The number of buffered bytes."""
+        if self._head:
+            return len(self._head) - self._hpos
         lines = self._lines
         if lines:
-            return sum(map(len, lines)) + len(lines) + len(self._raw)
-        return len(self._raw)
+            return sum(map(len, lines)) + len(lines) + len(self._raw) + self._tail_len
+        return len(self._raw) + self._tail_len
 
     @property
     def direct_ok(self) -> bool:
         """True if the next bytes may bypass the buffer (empty, and no ``\\n`` to skip)."""
-        return not self._raw and not self._lines and not self._skip_lf and not self.eof
+        return (
+            len(self._head) <= self._hpos
+            and not self._raw
+            and not self._lines
+            and not self._tail
+            and not self._skip_lf
+            and not self.eof
+        )
 
     def __bool__(self) -> bool:
-        return bool(self._lines) or bool(self._raw)
+        if self._head:
+            return len(self._head) > self._hpos
+        return bool(self._lines) or bool(self._raw) or bool(self._tail)
 
     def peek(self) -> bytes:
         """A copy of every buffered byte, without consuming (for tests and diagnostics)."""
+        self._unhead()
         self._merge()
+        self._gather()
         return bytes(self._raw)
 
     # -- lines ------------------------------------------------------------------------------
@@ -131,7 +224,7 @@ class ReadBuffer:
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
         lines = self._lines
-        if lines:
+        if lines:  # (then the buffer is not in head mode)
             if self._cr:
                 return self._take_stored_cr_line(max_length)
             line = lines.pop()  # the fast path: a batch with no \r in it
@@ -141,13 +234,48 @@ class ReadBuffer:
                 return line[:max_length]
             self.last_term = b"\n"
             return line or EMPTY_LINE
+        head = self._head
+        if head:
+            # The protocol fast path: a \r\n line, sliced out of the head.
+            pos = self._hpos
+            limit = pos + max_length + 1
+            lf = head.find(b"\n", pos, limit)
+            if lf > pos:
+                end = head.find(b"\r", pos, lf)
+                if end == lf - 1:  # the first \r is the one right before the \n
+                    self._hpos = lf + 1
+                    self.last_term = b"\r\n"
+                    return head[pos:end] if end > pos else EMPTY_LINE
+                if end == -1 and lf + 1 == len(head):  # a \n line that ends the data (a
+                    self._hpos = lf + 1  # reply, say): no batch of lines to cut
+                    self.last_term = b"\n"
+                    return head[pos:lf]
+            elif lf == -1 and len(head) < limit and head.find(b"\r", pos) == -1:
+                return None  # no terminator yet, and not a max_length piece: wait for more
+            self._unhead()  # anything else takes the general path
+        raw = self._raw
+        if not self._scan and not self._lf_hint:
+            # The protocol fast path: a \r\n line at the front of _raw, cut here. (A line that
+            # needs more care, or an unfinished one, goes on to _take_raw_line.)
+            lf = raw.find(b"\n", 0, max_length + 1)
+            if lf > 0:
+                end = raw.find(b"\r", 0, lf)
+                if end == lf - 1:  # the first \r is the one right before the \n
+                    line = bytes(raw[:end]) if end else EMPTY_LINE
+                    del raw[: lf + 1]
+                    self.last_term = b"\r\n"
+                    return line
+            elif lf == -1 and not self._tail:
+                self._lf_hint = min(len(raw), max_length + 1)  # searched: no \n there
         return self._take_raw_line(max_length)
 
     def take_rest_line(self, max_length: int) -> bytes:
         """At EOF: the unterminated last line (or its next ``max_length`` piece), or ``b""``."""
+        self._unhead()
         line = self.take_line(max_length)
         if line is not None:
             return line
+        self._gather()
         piece = bytes(self._raw[:max_length])
         self._drop(len(piece))
         self.last_term = b""
@@ -161,7 +289,8 @@ class ReadBuffer:
         # Consume `size` bytes from the front of _raw, keeping the search marks valid.
         del self._raw[:size]
         self._scan = 0
-        self._lf_hint = max(0, self._lf_hint - size)
+        if self._lf_hint:
+            self._lf_hint = max(0, self._lf_hint - size)
 
     def _take_stored_cr_line(self, max_length: int) -> bytes:
         # An entry of a batch that contained \r: the entry is followed by \n, so a \r at its very
@@ -187,6 +316,8 @@ class ReadBuffer:
         return line[:end] or EMPTY_LINE
 
     def _take_raw_line(self, max_length: int) -> bytes | None:
+        if self._tail:
+            self._gather()
         raw = self._raw
         size = len(raw)
         if not size:
@@ -262,41 +393,140 @@ class ReadBuffer:
 
     def take(self, size: int) -> bytes:
         """Consume and return up to ``size`` buffered bytes (fewer if fewer are buffered)."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            end = min(pos + size, len(head))
+            self._hpos = end
+            return head[pos:end]
         if self._lines:
             self._merge()
         raw = self._raw
-        if size >= len(raw):
+        if size < len(raw):
+            if size < _VIEW_FROM:
+                out = bytes(raw[:size])
+            else:
+                with memoryview(raw) as view:
+                    out = bytes(view[:size])
+            del raw[:size]
+            self._scan = 0
+            if self._lf_hint:
+                self._lf_hint = max(0, self._lf_hint - size)
+            return out
+        self._scan = self._lf_hint = 0
+        if not self._tail:
             out = bytes(raw)
             raw.clear()
-            self._scan = self._lf_hint = 0
-        else:
-            with memoryview(raw) as view:
-                out = bytes(view[:size])
-            self._drop(size)
-        return out
+            return out
+        self._raw = bytearray()
+        return b"".join([raw, *self._take_tail(size - len(raw))])  # the one copy
+
+    def take_exact(self, size: int) -> bytes | None:
+        """Consume and return exactly ``size`` bytes (>= 1) if buffered; else ``None``.
+
+        The exact read of a protocol body in one call: nothing is consumed when fewer than
+        ``size`` bytes are buffered.
+        """
+        head = self._head
+        if head:  # everything is in the head
+            pos = self._hpos
+            end = pos + size
+            if end > len(head):
+                return None
+            self._hpos = end
+            return head[pos:end]
+        raw = self._raw
+        if size < len(raw) and size < _VIEW_FROM and not self._lines:
+            out = bytes(raw[:size])  # the common case (a body within _raw), inlined
+            del raw[:size]
+            self._scan = 0
+            if self._lf_hint:
+                self._lf_hint = max(0, self._lf_hint - size)
+            return out
+        if len(self) < size:
+            return None
+        return self.take(size)
+
+    def _take_tail(self, size: int) -> list[bytes | memoryview]:
+        # Consume `size` bytes from the tail's front (_raw is empty): the whole chunks and a
+        # view of a split one, whose rest becomes _raw; the next chunk moves into an empty _raw.
+        tail = self._tail
+        parts: list[bytes | memoryview] = []
+        used = 0
+        for chunk in tail:
+            if size <= 0:
+                break
+            used += 1
+            if len(chunk) <= size:
+                parts.append(chunk)
+                size -= len(chunk)
+            else:
+                with memoryview(chunk) as view:
+                    parts.append(view[:size])
+                    self._raw += view[size:]
+                size = 0
+        del tail[:used]
+        if not self._raw and tail:
+            self._raw += tail.pop(0)
+        self._tail_len = sum(map(len, tail))
+        return parts
 
     def take_into(self, target: memoryview) -> int:
         """Consume up to ``len(target)`` buffered bytes into ``target``; return how many."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            n = min(len(target), len(head) - pos)
+            if n:
+                with memoryview(head) as view:
+                    target[:n] = view[pos : pos + n]
+                self._hpos = pos + n
+            return n
         if self._lines:
             self._merge()
         raw = self._raw
-        n = min(len(target), len(raw))
+        size = len(target)
+        n = len(raw)
+        if size < n:
+            with memoryview(raw) as view:
+                target[:size] = view[:size]
+            self._drop(size)
+            return size
         if n:
-            target[:n] = raw[:n] if n < len(raw) else raw
-            self._drop(n)
+            target[:n] = raw
+            raw.clear()
+        self._scan = self._lf_hint = 0
+        if self._tail and n < size:
+            for part in self._take_tail(size - n):
+                target[n : n + len(part)] = part
+                n += len(part)
         return n
 
     def discard(self, size: int) -> int:
         """Drop up to ``size`` buffered bytes; return how many were dropped."""
+        head = self._head
+        if head:
+            pos = self._hpos
+            n = min(size, len(head) - pos)
+            self._hpos = pos + n
+            return n
         if self._lines:
             self._merge()
-        n = min(size, len(self._raw))
-        self._drop(n)
+        raw = self._raw
+        n = len(raw)
+        if size < n:
+            self._drop(size)
+            return size
+        raw.clear()
+        self._scan = self._lf_hint = 0
+        if self._tail and n < size:
+            n += sum(map(len, self._take_tail(size - n)))
         return n
 
     def unread(self, data: bytes) -> None:
         """Put ``data`` back in front of the buffer (a result the caller could not take)."""
         if data:
+            self._unhead()
             self._merge()
             self._raw[:0] = data
             # A pending \n-skip belonged to a lone \r that is now back in the buffer (it only
@@ -307,6 +537,10 @@ class ReadBuffer:
         """Drop everything (the socket was closed)."""
         self._lines = []
         self.ready = _NO_LINES
+        self._head = b""
+        self._hpos = 0
         self._raw = bytearray()
+        self._tail = []
+        self._tail_len = 0
         self._scan = self._lf_hint = 0
         self._skip_lf = False

@@ -379,6 +379,10 @@ class AsyncSocket(ByteStream):
         size = self._check_io(size, timeout, flags, "recv")
         if size == 0:
             return b""
+        if not self._reading:  # the body of a line-then-bytes protocol, already buffered
+            data = self._buf.take_exact(size)
+            if data is not None:
+                return data
         self._begin_read()
         try:
             buf = self._buf
