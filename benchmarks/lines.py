@@ -84,6 +84,33 @@ def duonet_blocking(port: int, count: int, portal: str = "uvloop") -> Sample:
     return sw.sample
 
 
+def duonet_blocking_iter(port: int, count: int, portal: str = "uvloop") -> Sample:
+    use_portal(portal)
+    got = 0
+    with duonet.dial(HOST, port) as sock, Stopwatch(duonet=True) as sw:
+        for last in sock:  # noqa: B007 (the last line is checked after the loop)
+            got += 1
+            if got == count:
+                break
+    _check_last(last, count)
+    return sw.sample
+
+
+def duonet_aio_iter(backend: str, port: int, count: int) -> Sample:
+    async def main() -> Sample:
+        got = 0
+        async with await aio.dial(HOST, port) as sock:
+            with Stopwatch() as sw:
+                async for last in sock:  # noqa: B007 (checked after the loop)
+                    got += 1
+                    if got == count:
+                        break
+        _check_last(last, count)
+        return sw.sample
+
+    return anyio.run(main, backend=backend)
+
+
 def duonet_aio(backend: str, port: int, count: int) -> Sample:
     async def main() -> Sample:
         async with await aio.dial(HOST, port) as sock:
@@ -117,6 +144,20 @@ def run(cfg: Config) -> Table:
             *(
                 Peer(f"duonet.aio recv_line ({b})", partial(duonet_aio, b, port, count), t)
                 for b, t in vs_anyio.items()
+            ),
+            # Iterating must cost no more than the recv_line loop it replaces (issue 18).
+            Peer(
+                "duonet for line in Socket (uvloop portal)",
+                partial(duonet_blocking_iter, port, count),
+                Target(0.95, "≥ recv_line loop", versus="duonet Socket.recv_line (uvloop portal)"),
+            ),
+            *(
+                Peer(
+                    f"duonet.aio async for line ({b})",
+                    partial(duonet_aio_iter, b, port, count),
+                    Target(0.95, "≥ recv_line loop", versus=f"duonet.aio recv_line ({b})"),
+                )
+                for b in B
             ),
         ]
         rows, rounds = run_rounds(

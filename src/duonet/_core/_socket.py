@@ -1128,6 +1128,10 @@ class AsyncSocket(ByteStream):
         return self  # each step is one recv_line: the socket is its own line iterator
 
     async def __anext__(self) -> bytes:
+        if not self._reading:  # a line already split out: recv_line's own first step, inlined
+            line = self._buf.take_line(MAX_LINE_LENGTH)
+            if line is not None:
+                return line
         line = await self.recv_line()
         if not line:
             raise StopAsyncIteration

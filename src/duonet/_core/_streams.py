@@ -89,7 +89,12 @@ class LineIterator(AsyncIterator[bytes]):
         return self
 
     async def __anext__(self) -> bytes:
-        line = await self._sock.recv_line(*self._args)
+        sock = self._sock
+        if not sock._reading:  # a line already split out: recv_line's own first step, inlined
+            line = sock._buf.take_line(self._args[2])
+            if line is not None:
+                return line
+        line = await sock.recv_line(*self._args)
         if not line:
             raise StopAsyncIteration
         return line
