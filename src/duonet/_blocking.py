@@ -1,15 +1,16 @@
 """The blocking ``Socket``: one mechanical line per method over ``AsyncSocket``.
 
 Every method calls the core method of the same name through the portal (``_portal.call``), with
-the same arguments. Reads and writes first try the core's no-wait twin (``_recv_line_nowait``
-...) in the calling thread: when the buffer, or for a plain socket the kernel, already holds the
-answer, no thread hop is needed. Those twins are core code; this module holds no I/O logic.
+the same arguments. Reads and writes first try the core's fast path of the same name
+(``duonet._core._fastpath``, whose docstring states the thread rule) in the calling thread: when
+the buffer, or for a plain socket the kernel, already holds the answer, no thread hop is needed.
+The fast path is core code; this module holds no I/O logic.
 
 Each direction has a guard taken without waiting (a one-element list: ``pop()`` takes the token,
 ``append()`` gives it back; both atomic, and cheaper than a lock on the per-line hot path): a
 second thread reading (or writing) the same socket at once gets :class:`~duonet.BusyError`, never
 interleaved bytes. While a thread holds the read token, no awaited read of that socket is in
-flight, which is what makes the twins safe. ``close()`` takes both tokens when it can and then
+flight, which is what makes the fast path safe. ``close()`` takes both tokens when it can and then
 closes in the calling thread; otherwise a call is in flight and the close goes through the
 portal, which wakes that call.
 """
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 from . import _portal
 from ._args import check_flags, check_max_length, check_timeout
 from ._buffer import EMPTY_LINE
+from ._core import _fastpath
 from ._core._socket import AsyncSocket, _DataLike
 from ._core._socket import dial as _aio_dial
 from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
@@ -106,7 +108,7 @@ class Socket:
         except IndexError:
             raise self._busy("reading") from None
         try:
-            result = nowait(*args)
+            result = nowait(self._aio, *args)
             if result is None:
                 result = _call(wait, *args, undo=undo)
             return result
@@ -147,7 +149,7 @@ class Socket:
                     return data  # served from the buffer: no I/O, so no loop check
             if in_event_loop():
                 raise RuntimeError(IN_LOOP_MESSAGE)
-            data = self._aio._recv_nowait(size, timeout, flags)
+            data = _fastpath.recv(self._aio, size, timeout, flags)
             if data is None:
                 data = _call(self._aio.recv, size, timeout, flags, undo=self._buf.unread)
             return data
@@ -167,7 +169,7 @@ class Socket:
             self._aio._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
 
         return self._read(
-            self._aio._recv_into_nowait,
+            _fastpath.recv_into,
             self._aio.recv_into,
             buffer,
             size,
@@ -205,7 +207,7 @@ class Socket:
                 return found
             if in_event_loop():
                 raise RuntimeError(IN_LOOP_MESSAGE)
-            found = self._aio._recv_line_nowait(timeout, flags, max_length)
+            found = _fastpath.recv_line(self._aio, timeout, flags, max_length)
             if found is None:
                 found = _call(
                     self._aio.recv_line, timeout, flags, max_length, undo=self._buf.unread_line
@@ -284,7 +286,7 @@ class Socket:
 
     def skip(self, size: int, timeout: float | None = None) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.skip`."""
-        return self._read(self._aio._skip_nowait, self._aio.skip, size, timeout)
+        return self._read(_fastpath.skip, self._aio.skip, size, timeout)
 
     def has_data_buffered(self) -> bool:
         """True if bytes are waiting in duonet's own buffer (never blocks)."""
@@ -292,7 +294,7 @@ class Socket:
 
     def recv_from(self, length: int, timeout: float | None = None) -> tuple[bytes, str, int]:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_from`."""
-        return self._read(self._aio._recv_from_nowait, self._aio.recv_from, length, timeout)
+        return self._read(_fastpath.recv_from, self._aio.recv_from, length, timeout)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -308,7 +310,7 @@ class Socket:
         except IndexError:
             raise self._busy("writing") from None
         try:
-            rest = self._aio._send_nowait(data, flags, timeout)
+            rest = _fastpath.send(self._aio, data, flags, timeout)
             if rest is not None:
                 _call(self._aio.send, rest, flags, timeout)
         finally:
@@ -379,7 +381,7 @@ class Socket:
     ) -> Socket:
         """Blocking :meth:`duonet.aio.AsyncSocket.accept`: the new client socket."""
         return Socket._wrap(
-            self._read(self._aio._accept_nowait, self._aio.accept, flags, inheritable, timeout)
+            self._read(_fastpath.accept, self._aio.accept, flags, inheritable, timeout)
         )
 
     def accept_addr(
@@ -390,7 +392,7 @@ class Socket:
     ) -> tuple[Socket, str]:
         """Blocking :meth:`duonet.aio.AsyncSocket.accept_addr`: the client and its address."""
         client, address = self._read(
-            self._aio._accept_addr_nowait, self._aio.accept_addr, flags, inheritable, timeout
+            _fastpath.accept_addr, self._aio.accept_addr, flags, inheritable, timeout
         )
         return Socket._wrap(client), address
 

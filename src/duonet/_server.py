@@ -34,6 +34,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from ._blocking import Socket, wrap_connected_socket
+from ._core import _fastpath
 from ._core._resolve import endpoint
 from ._core._server import (
     RETRY_DELAY,
@@ -343,7 +344,7 @@ class Server:
         """
         core = self._listener.aio
         while not self._closing:
-            accepted = core._accept_addr_nowait(SAFE_DISCONN, False)
+            accepted = _fastpath.accept_addr(core, SAFE_DISCONN, False)
             if accepted is not None:
                 return accepted
             self._selector.select()

@@ -279,7 +279,7 @@ class AsyncSocket(ByteStream):
                 if not (lf_first and not buf):
                     return True
         sock = self._sock
-        if self._drained:  # a no-wait twin just found the kernel empty: don't ask again
+        if self._drained:  # the fast path just found the kernel empty: do not ask again
             self._drained = False
             await self._waiter.readable()
         while True:
@@ -664,96 +664,6 @@ class AsyncSocket(ByteStream):
         """True if bytes are waiting in duonet's own buffer (never blocks, reads nothing)."""
         return bool(self._buf)
 
-    # -- no-wait twins: the blocking face tries these in its own thread first -------------------
-    #
-    # Each answers a call synchronously when that needs no waiting (the buffer, or for plain
-    # sockets a non-blocking syscall, already holds the answer) and returns None otherwise, with
-    # anything it read left in the buffer for the awaited method. They never wait, never touch
-    # TLS state, and are only called while the caller holds the blocking face's per-direction
-    # lock, so no awaited call of the same direction is in flight.
-
-    def _recv_nowait(
-        self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
-    ) -> bytes | None:
-        size = self._check_io(size, timeout, flags, "recv")
-        buf = self._buf
-        if size == 0 or self._closed:
-            return None
-        if self._type == socket.SOCK_DGRAM:
-            return buf.take(size) if buf else self._recv_datagram_nowait(size, flags)
-        if not self._buffered:
-            if not buf:
-                self._pull_nowait(flags, size)
-            return buf.take(size) if buf else None
-        while len(buf) < size:
-            if not self._pull_nowait(flags):
-                return None
-        return buf.take(size)
-
-    def _recv_line_nowait(
-        self,
-        timeout: float | None = None,
-        flags: SocketFlag = SAFE_DISCONN,
-        max_length: int = MAX_LINE_LENGTH,
-    ) -> bytes | None:
-        if timeout is not None or flags is not SAFE_DISCONN or max_length is not MAX_LINE_LENGTH:
-            max_length = self._check_line(timeout, flags, max_length, "recv_line")
-        if self._closed:
-            return None
-        line = self._buf.take_line(max_length)  # (a never-connected socket has nothing buffered)
-        if line is None:
-            if self._unconnected:
-                raise self._not_connected()
-            if not self._buffered:
-                if unbuffered_lines_supported(self) and not self._gone_nowait():
-                    return recv_line_unbuffered_nowait(self, flags, max_length)
-                return None  # the awaited call reads no further than the line
-            if self._pull_nowait(flags):
-                line = self._buf.take_line(max_length)
-        return line
-
-    def _recv_into_nowait(
-        self,
-        buffer: bytearray | memoryview,
-        size: int | None = None,
-        timeout: float | None = None,
-        flags: SocketFlag = SAFE_DISCONN,
-    ) -> int | None:
-        view = _writable_view(buffer)
-        size = self._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
-        if self._closed or self._tls is not None or size == 0 or size > len(view):
-            return None
-        view = view[:size]
-        got = self._buf.take_into(view)
-        if got < size and not self._buf.direct_ok:
-            # a \n to skip (or EOF): let the buffer see the next bytes first
-            if not self._pull_nowait(flags, self._limit(size - got)) and not self._buf.eof:
-                self._buf.unread(bytes(view[:got]))
-                return None
-            got += self._buf.take_into(view[got:])
-        sock = self._sock
-        while got < size and self._buf.direct_ok and (self._buffered or not got):
-            try:
-                n = sock.recv_into(view[got:])
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self._buf.unread(bytes(view[:got]))
-                self._nowait_error(exc, flags)
-                return None
-            if n == 0:
-                try:
-                    self._eof(flags)
-                except OSError:
-                    self._buf.unread(bytes(view[:got]))  # the bytes stay for the next read
-                    raise
-                break
-            got += n
-        if got == size or self._buf.eof or (got and not self._buffered):
-            return got
-        self._buf.unread(bytes(view[:got]))  # not enough yet: the awaited call goes on from here
-        return None
-
     def _recv_datagram_nowait(self, size: int, flags: SocketFlag) -> bytes | None:
         # One datagram (truncated to size by the kernel); b"" is an empty datagram, not EOF.
         try:
@@ -768,41 +678,6 @@ class AsyncSocket(ByteStream):
             self._buf.feed_eof()
             return
         raise self._os_error(exc, "receiving from") from exc
-
-    def _skip_nowait(self, size: int, timeout: float | None = None) -> int | None:
-        size = self._check_io(size, timeout, SAFE_DISCONN, "skip")
-        if size == 0 or self._closed:
-            return None
-        buf = self._buf
-        while len(buf) < size:
-            if not self._pull_nowait(SAFE_DISCONN, self._limit(size)):
-                return None
-        return buf.discard(size)
-
-    def _send_nowait(
-        self, data: _DataLike, flags: SocketFlag = SAFE_DISCONN, timeout: float | None = None
-    ) -> _DataLike | None:
-        """Send what the kernel takes now; None if all was sent, else what is left to send."""
-        view = check_bytes_view(data, "send")
-        if type(flags) is not SocketFlag:
-            check_flags(flags, "send")
-        if timeout is not None:
-            check_timeout(timeout)
-        if (
-            self._closed
-            or self._tls is not None
-            or self._peer_gone
-            or self._unconnected
-            or self._eof_sent
-        ):
-            return view
-        try:
-            sent = self._sock.send(view)
-        except (BlockingIOError, InterruptedError):
-            return view
-        except OSError:
-            return view  # let the awaited call report it, with the flags' rules
-        return view[sent:] if sent < len(view) else None
 
     # -- datagrams ----------------------------------------------------------------------------
 
@@ -824,18 +699,15 @@ class AsyncSocket(ByteStream):
         try:
             with self._deadline(timeout, "recv_from"):
                 while True:
-                    result = self._recv_from_nowait(length)
+                    result = self._recv_from_ready(length)
                     if result is not None:
                         return result
                     await self._waiter.readable()
         finally:
             self._reading = False
 
-    def _recv_from_nowait(
-        self, length: int, timeout: float | None = None
-    ) -> tuple[bytes, str, int] | None:
-        length = check_size(length, "length")
-        check_timeout(timeout)
+    def _recv_from_ready(self, length: int) -> tuple[bytes, str, int] | None:
+        """One datagram already in the kernel, or None (never waits)."""
         if self._closed:
             return None
         try:
@@ -1303,29 +1175,6 @@ class AsyncSocket(ByteStream):
                 return await self._accept_plain(flags, inheritable)
         finally:
             self._reading = False
-
-    def _accept_nowait(
-        self,
-        flags: SocketFlag = SAFE_DISCONN,
-        inheritable: bool = False,
-        timeout: float | None = None,
-    ) -> AsyncSocket | None:
-        accepted = self._accept_addr_nowait(flags, inheritable, timeout)
-        return None if accepted is None else accepted[0]
-
-    def _accept_addr_nowait(
-        self,
-        flags: SocketFlag = SAFE_DISCONN,
-        inheritable: bool = False,
-        timeout: float | None = None,
-    ) -> tuple[AsyncSocket, str] | None:
-        # A client already waiting in the backlog of a plain listener (TLS needs the loop).
-        if type(flags) is not SocketFlag:
-            check_flags(flags, "accept")
-        check_timeout(timeout)
-        if self._closed or self._ssl_context is not None:
-            return None
-        return self._accept_raw_nowait(flags, inheritable)
 
     def _accept_raw_nowait(
         self, flags: SocketFlag, inheritable: bool

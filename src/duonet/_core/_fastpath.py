@@ -1,0 +1,194 @@
+"""The blocking face's fast path: calls answered in the caller's thread, without the portal.
+
+The blocking ``Socket`` (``duonet._blocking``) tries the function of this module named like the
+method it is running before it hops to the portal and awaits the :class:`AsyncSocket` method.
+Each function takes the same arguments as that method (a test checks the signatures) and checks
+them the same way, then either answers the call from what is already there (duonet's buffer, or
+for plain sockets what a non-blocking syscall gets from the kernel) or returns ``None``: the
+awaited method must run, and finds in the buffer anything read here.
+
+The thread rule, stated once: these functions run in the *caller's* thread, while the portal
+loop may be running other calls of the same socket. They are safe because
+
+* the caller holds the blocking face's token for the direction (reads or writes) of the call,
+  so no awaited call of that direction is in flight, and only the holder touches the receive
+  buffer (reads) or the send side of the socket (writes);
+* they never wait (a syscall that would block returns ``None`` instead);
+* they never touch TLS state: an ``SSLObject`` is used from the loop's thread only, so on a TLS
+  socket they answer only from the plaintext already in the buffer, or return ``None``.
+
+Nothing else of the core is called from another thread than the loop's.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from .._args import DataLike, check_bytes_view, check_flags, check_size, check_timeout
+from .._enums import MAX_LINE_LENGTH, SocketFlag
+from ._socket import AsyncSocket, _writable_view
+from ._streams import recv_line_unbuffered_nowait, unbuffered_lines_supported
+
+__all__ = ("accept", "accept_addr", "recv", "recv_from", "recv_into", "recv_line", "send", "skip")
+
+SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+
+
+def recv(
+    sock: AsyncSocket, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
+) -> bytes | None:
+    size = sock._check_io(size, timeout, flags, "recv")
+    buf = sock._buf
+    if size == 0 or sock._closed:
+        return None
+    if sock._type == socket.SOCK_DGRAM:
+        return buf.take(size) if buf else sock._recv_datagram_nowait(size, flags)
+    if not sock._buffered:
+        if not buf:
+            sock._pull_nowait(flags, size)
+        return buf.take(size) if buf else None
+    while len(buf) < size:
+        if not sock._pull_nowait(flags):
+            return None
+    return buf.take(size)
+
+
+def recv_line(
+    sock: AsyncSocket,
+    timeout: float | None = None,
+    flags: SocketFlag = SAFE_DISCONN,
+    max_length: int = MAX_LINE_LENGTH,
+) -> bytes | None:
+    if timeout is not None or flags is not SAFE_DISCONN or max_length is not MAX_LINE_LENGTH:
+        max_length = sock._check_line(timeout, flags, max_length, "recv_line")
+    if sock._closed:
+        return None
+    line = sock._buf.take_line(max_length)  # (a never-connected socket has nothing buffered)
+    if line is None:
+        if sock._unconnected:
+            raise sock._not_connected()
+        if not sock._buffered:
+            if unbuffered_lines_supported(sock) and not sock._gone_nowait():
+                return recv_line_unbuffered_nowait(sock, flags, max_length)
+            return None  # the awaited call reads no further than the line
+        if sock._pull_nowait(flags):
+            line = sock._buf.take_line(max_length)
+    return line
+
+
+def recv_into(
+    sock: AsyncSocket,
+    buffer: bytearray | memoryview,
+    size: int | None = None,
+    timeout: float | None = None,
+    flags: SocketFlag = SAFE_DISCONN,
+) -> int | None:
+    view = _writable_view(buffer)
+    size = sock._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
+    if sock._closed or sock._tls is not None or size == 0 or size > len(view):
+        return None
+    view = view[:size]
+    got = sock._buf.take_into(view)
+    if got < size and not sock._buf.direct_ok:
+        # a \n to skip (or EOF): let the buffer see the next bytes first
+        if not sock._pull_nowait(flags, sock._limit(size - got)) and not sock._buf.eof:
+            sock._buf.unread(bytes(view[:got]))
+            return None
+        got += sock._buf.take_into(view[got:])
+    raw = sock._sock
+    while got < size and sock._buf.direct_ok and (sock._buffered or not got):
+        try:
+            n = raw.recv_into(view[got:])
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            sock._buf.unread(bytes(view[:got]))
+            sock._nowait_error(exc, flags)
+            return None
+        if n == 0:
+            try:
+                sock._eof(flags)
+            except OSError:
+                sock._buf.unread(bytes(view[:got]))  # the bytes stay for the next read
+                raise
+            break
+        got += n
+    if got == size or sock._buf.eof or (got and not sock._buffered):
+        return got
+    sock._buf.unread(bytes(view[:got]))  # not enough yet: the awaited call goes on from here
+    return None
+
+
+def skip(sock: AsyncSocket, size: int, timeout: float | None = None) -> int | None:
+    size = sock._check_io(size, timeout, SAFE_DISCONN, "skip")
+    if size == 0 or sock._closed:
+        return None
+    buf = sock._buf
+    while len(buf) < size:
+        if not sock._pull_nowait(SAFE_DISCONN, sock._limit(size)):
+            return None
+    return buf.discard(size)
+
+
+def send(
+    sock: AsyncSocket,
+    data: DataLike,
+    flags: SocketFlag = SAFE_DISCONN,
+    timeout: float | None = None,
+) -> DataLike | None:
+    """Send what the kernel takes now: None if all of it was sent, else what is left to send
+    (the awaited ``send`` sends it, and reports any error with the flags' rules)."""
+    view = check_bytes_view(data, "send")
+    if type(flags) is not SocketFlag:
+        check_flags(flags, "send")
+    if timeout is not None:
+        check_timeout(timeout)
+    if (
+        sock._closed
+        or sock._tls is not None
+        or sock._peer_gone
+        or sock._unconnected
+        or sock._eof_sent
+    ):
+        return view
+    try:
+        sent = sock._sock.send(view)
+    except (BlockingIOError, InterruptedError):
+        return view
+    except OSError:
+        return view  # let the awaited call report it, with the flags' rules
+    return view[sent:] if sent < len(view) else None
+
+
+def accept(
+    sock: AsyncSocket,
+    flags: SocketFlag = SAFE_DISCONN,
+    inheritable: bool = False,
+    timeout: float | None = None,
+) -> AsyncSocket | None:
+    accepted = accept_addr(sock, flags, inheritable, timeout)
+    return None if accepted is None else accepted[0]
+
+
+def accept_addr(
+    sock: AsyncSocket,
+    flags: SocketFlag = SAFE_DISCONN,
+    inheritable: bool = False,
+    timeout: float | None = None,
+) -> tuple[AsyncSocket, str] | None:
+    """A client already waiting in the backlog of a plain listener (a TLS listener's
+    handshakes need the loop), with its address."""
+    if type(flags) is not SocketFlag:
+        check_flags(flags, "accept")
+    check_timeout(timeout)
+    if sock._closed or sock._ssl_context is not None:
+        return None
+    return sock._accept_raw_nowait(flags, inheritable)
+
+
+def recv_from(
+    sock: AsyncSocket, length: int, timeout: float | None = None
+) -> tuple[bytes, str, int] | None:
+    length = check_size(length, "length")
+    check_timeout(timeout)
+    return sock._recv_from_ready(length)
