@@ -12,12 +12,13 @@ Each scenario is an ``async def (face, transport)`` written against the
 
 ``transport`` is ``"tcp"``, ``"unix"`` or ``"tls"``: scenarios registered for all three
 (:data:`TRANSPORTS`) run over a TCP connection on 127.0.0.1, over a Unix socket, and over TLS on a
-TCP connection on 127.0.0.1. Under ``"tls"`` the duonet socket is wrapped (``wrap_socket``) before
-it connects or listens, and the stdlib peer ``conn`` is a :class:`TlsPeer`: the same calls
-(``sendall``, ``recv``, ``shutdown(SHUT_WR)``) carried in TLS records, a half-close being
-close_notify then FIN. The certificates come from a trustme CA of the test process.
-``tests/test_conformance.py`` runs each scenario on the async face under asyncio and trio and on
-the blocking face with its portal on asyncio and trio.
+TCP connection on 127.0.0.1; those whose peer is a TCP one (:data:`TCP_AND_TLS`) run over TCP with
+and without TLS; a comment says why any other stays off TLS. Under ``"tls"`` the duonet socket is
+wrapped (``wrap_socket``) before it connects or listens, and the stdlib peer ``conn`` is a
+:class:`TlsPeer`: the same calls (``sendall``, ``recv``, ``shutdown(SHUT_WR)``) carried in TLS
+records, a half-close being close_notify then FIN. The certificates come from a trustme CA of the
+test process. ``tests/test_conformance.py`` runs each scenario on the async face under asyncio and
+trio and on the blocking face with its portal on asyncio and trio.
 
 Rules every scenario follows (STYLE §11-13):
 
@@ -289,6 +290,8 @@ SCENARIOS: dict[str, Scenario] = {}
 TRANSPORTS = ("tcp", "unix", "tls")
 #: TCP and Unix only: each use says why the scenario stays off TLS.
 BOTH = ("tcp", "unix")
+#: Over TCP on 127.0.0.1, with and without TLS (the peer or the addresses are TCP's).
+TCP_AND_TLS = ("tcp", "tls")
 
 
 def scenario(
@@ -740,6 +743,7 @@ async def _tls_server_peer(listener: socket.socket, s: Sock, port: int) -> TlsPe
 # -- connecting, addresses, options ---------------------------------------------------------------
 
 
+# Not TLS (nor Unix): the address forms connect takes; TLS checks IP SANs in test_tls.py.
 @scenario()
 async def connect_by_ip(face: Face, transport: str) -> None:
     async with duonet_listener(face) as (lst, port):
@@ -756,6 +760,7 @@ async def connect_by_ip(face: Face, transport: str) -> None:
                     assert c.get_local_addr() == ("127.0.0.1", port)
 
 
+# Not TLS: name resolution; TLS verifies "localhost" in test_tls.py.
 @scenario()
 async def connect_by_localhost(face: Face, transport: str) -> None:
     async with duonet_listener(face) as (lst, port), opened(face.new_socket()) as s:
@@ -766,6 +771,7 @@ async def connect_by_localhost(face: Face, transport: str) -> None:
             assert await s.recv_line(timeout=LONG) == b"hello from localhost"
 
 
+# Not TLS: IPv6 addressing; TLS over ::1 is test_tls.py's.
 @scenario(marks=(needs_ipv6,))
 async def connect_ipv6(face: Face, transport: str) -> None:
     async with duonet_listener(face, host="::1") as (lst, port):
@@ -790,6 +796,7 @@ def _ipv4_only_name() -> str | None:
     return "localhost" if families == {socket.AF_INET} else None
 
 
+# Not TLS: IPv4-mapped addressing, before any TLS byte.
 @scenario(marks=(needs_ipv6,))
 async def ipv6_socket_reaches_an_ipv4_name(face: Face, transport: str) -> None:
     """An AF_INET6 socket reaches a name with IPv4 addresses only through ::ffff:a.b.c.d (Nim
@@ -807,6 +814,7 @@ async def ipv6_socket_reaches_an_ipv4_name(face: Face, transport: str) -> None:
                     assert await c.recv_line(timeout=LONG) == b"mapped"
 
 
+# Not TLS: dial makes plain sockets only.
 @scenario()
 async def dial_ipv4_and_localhost(face: Face, transport: str) -> None:
     async with duonet_listener(face) as (lst, port):
@@ -825,6 +833,7 @@ async def dial_ipv4_and_localhost(face: Face, transport: str) -> None:
                 await s.send(b"!")
 
 
+# Not TLS: dial makes plain sockets only.
 @scenario(marks=(needs_ipv6,))
 async def dial_ipv6(face: Face, transport: str) -> None:
     # Nim's tnetdial.nim: an IPv6 server on ::1 sends "Hello"; dial("::1", port) reads it.
@@ -835,6 +844,7 @@ async def dial_ipv6(face: Face, transport: str) -> None:
     assert not p.errors
 
 
+# Not TLS: a refused connect ends before any TLS byte.
 @scenario()
 async def connect_refused(face: Face, transport: str) -> None:
     port = closed_port()
@@ -852,12 +862,12 @@ async def connect_refused(face: Face, transport: str) -> None:
         assert str(port) in str(info.value)
 
 
-@scenario()
+@scenario(transports=TCP_AND_TLS)
 async def bind_listen_accept_addr(face: Face, transport: str) -> None:
-    async with duonet_listener(face) as (lst, port):
+    async with duonet_listener(face, transport) as (lst, port):
         assert lst.get_local_addr() == ("127.0.0.1", port)
         assert lst.get_sock_opt(SOBool.ACCEPT_CONN)
-        client = stdlib_client("tcp", port)
+        client = stdlib_client(transport, port)
         with client:
             conn, text = await lst.accept_addr(timeout=LONG)
             async with opened(conn):
@@ -867,13 +877,14 @@ async def bind_listen_accept_addr(face: Face, transport: str) -> None:
                 client.sendall(b"via accept_addr\r\n")
                 assert await conn.recv_line(timeout=LONG) == b"via accept_addr"
         # accept() returns the client alone
-        client = stdlib_client("tcp", port)
+        client = stdlib_client(transport, port)
         with client:
             async with opened(await lst.accept(timeout=LONG)) as conn:
                 await conn.send(b"x")
                 assert client.recv(1) == b"x"
 
 
+# Not TLS: binding only, no connection.
 @scenario()
 async def bind_addr_any(face: Face, transport: str) -> None:
     # Nim's tnetbind.nim: "" binds every address of the socket's family (no listen: nothing is
@@ -896,6 +907,7 @@ async def bind_addr_any(face: Face, transport: str) -> None:
             assert s.get_local_addr()[0] == "::"
 
 
+# Not TLS: kernel options, read back through a dup of the fd.
 @scenario()
 async def socket_options(face: Face, transport: str) -> None:
     async with duonet_listener(face) as (lst, port):
@@ -1763,6 +1775,7 @@ async def timeout_negative_waits(face: Face, transport: str) -> None:
                 client.close()
 
 
+# Not TLS: the TCP handshake hangs, before any TLS byte.
 @scenario()
 async def connect_timeout(face: Face, transport: str) -> None:
     # A hanging connect without leaving loopback: a listener with backlog 0 whose accept queue
@@ -1792,32 +1805,48 @@ async def connect_timeout(face: Face, transport: str) -> None:
 # -- disconnections -------------------------------------------------------------------------------
 
 
-@scenario()
+@scenario(transports=TCP_AND_TLS)
 async def reset_mid_line(face: Face, transport: str) -> None:
-    with peer(resetter(b"abc"), clients=3) as p:
+    with peer(over(transport, resetter(b"abc")), clients=3) as p:
         # SAFE_DISCONN (the default): a reset reads as closed; the cut line is returned first
-        async with opened(face.new_socket()) as s:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             assert await s.recv_line(timeout=LONG) == b"abc"
             assert await s.recv_line(timeout=LONG) == b""
             assert await s.recv(10, timeout=LONG) == b""
             assert s.read_line_nowait() == (DISCONNECTED, b"")
         # no flags: ConnectionResetError
-        async with opened(face.new_socket()) as s:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             with pytest.raises(ConnectionResetError):
                 await s.recv_line(timeout=LONG, flags=NO_FLAGS)
-        async with opened(face.new_socket()) as s:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             with pytest.raises(ConnectionResetError):
                 await s.recv(10, timeout=LONG, flags=NO_FLAGS)
     assert not p.errors
 
 
+def over(transport: str, handler: Callable[[Any], None]) -> Callable[[socket.socket], None]:
+    """A :func:`conftest.peer` handler: ``handler`` itself (TCP), or ``handler`` run on the TLS
+    server end once the handshake is done (TLS; closing that end sends no close_notify)."""
+    if transport != "tls":
+        return handler
+    ctx = stdlib_server_context()
+
+    def serve(conn: socket.socket) -> None:
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            handler(tls)
+
+    return serve
+
+
 def _reset_at_once(conn: socket.socket) -> None:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+# Not TLS: there a reset at once breaks the handshake, so connect raises SslError (SPEC;
+# test_tls.py), not the next read.
 @scenario()
 async def reset_right_after_accept(face: Face, transport: str) -> None:
     """SPEC: ``connect`` succeeds once the TCP handshake completed; a reset the peer sends at
@@ -1848,31 +1877,31 @@ async def reset_right_after_accept(face: Face, transport: str) -> None:
     assert not p.errors
 
 
-@scenario()
+@scenario(transports=TCP_AND_TLS)
 async def send_to_reset_peer(face: Face, transport: str) -> None:
     # Nim §3.4 #15: send to a reset peer loops forever under SafeDisconn. SPEC: it returns
     # quietly (SAFE_DISCONN) or raises (no flags); it never hangs (the timeout only bounds a bug).
-    with peer(resetter(), clients=3) as p:
-        async with opened(face.new_socket()) as s:
+    with peer(over(transport, resetter()), clients=3) as p:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             await until_readable(s.fileno())  # the RST has arrived
             await s.send(b"hello", timeout=LONG)
             await s.send(b"hello" * 100_000, timeout=LONG)
             assert s.read_line_nowait() == (DISCONNECTED, b"")  # as recv says: the end
             assert await s.recv(10, timeout=LONG) == b""
-        async with opened(face.new_socket()) as s:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             await until_readable(s.fileno())
             with pytest.raises(ConnectionError):
                 await s.send(b"hello", flags=NO_FLAGS, timeout=LONG)
-        async with opened(face.new_socket()) as s:
+        async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             await until_readable(s.fileno())
             assert await s.try_send(b"x") is False
     assert not p.errors
 
 
-@scenario()
+@scenario(transports=TCP_AND_TLS)
 async def send_big_when_peer_resets(face: Face, transport: str) -> None:
     # The peer resets while our send is blocked on full buffers: the send ends.
     go = threading.Event()
@@ -1882,10 +1911,10 @@ async def send_big_when_peer_resets(face: Face, transport: str) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     big = b"x" * (32 << 20)
-    with peer(stall_then_reset, clients=2) as p:
+    with peer(over(transport, stall_then_reset), clients=2) as p:
         for flags in (SocketFlag.SAFE_DISCONN, NO_FLAGS):
             go.clear()
-            async with opened(face.new_socket()) as s:
+            async with opened(new_stream(face, transport)) as s:
                 await s.connect(p.host, p.port, timeout=LONG)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(later, 0.1, go.set)
