@@ -452,12 +452,15 @@ def stdlib_server_context() -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(files.cert, files.key)
     ctx.num_tickets = 0
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # see TlsPeer.recv
     return ctx
 
 
 def stdlib_client_context() -> ssl.SSLContext:
     """The stdlib peer's client context: verifies duonet's server against the test CA."""
-    return ssl.create_default_context(cafile=shared_tls_files().ca)
+    ctx = ssl.create_default_context(cafile=shared_tls_files().ca)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # see TlsPeer.recv
+    return ctx
 
 
 def wrap(s: Sock, ctx: SslContext) -> None:
@@ -1892,8 +1895,10 @@ async def send_to_reset_peer(face: Face, transport: str) -> None:
         async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             await until_readable(s.fileno())
-            with pytest.raises(ConnectionError):
+            with pytest.raises((ConnectionResetError, BrokenPipeError)):
                 await s.send(b"hello", flags=NO_FLAGS, timeout=LONG)
+            # the stream is broken for good: a recv under SAFE_DISCONN sees its end
+            assert await s.recv(10, timeout=LONG) == b""
         async with opened(new_stream(face, transport)) as s:
             await s.connect(p.host, p.port, timeout=LONG)
             await until_readable(s.fileno())

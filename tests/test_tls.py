@@ -2,8 +2,9 @@
 versions, STARTTLS, close_notify, resets during handshakes, records, PSK.
 
 What any stream transport does (reads, lines, timeouts, no loss, sends, half-close, closing, bulk
-data both ways, a peer closing without close_notify) is checked over TLS by the conformance
-scenarios (``tests/scenarios.py``, transport ``"tls"``), on the same four faces.
+data both ways, a peer closing without close_notify, a peer resetting after the handshake) is
+checked over TLS by the conformance scenarios (``tests/scenarios.py``, transport ``"tls"``), on
+the same four faces.
 
 Every scenario runs on four faces: ``duonet.aio`` on asyncio and on trio, and the blocking
 ``duonet`` face with its portal on asyncio and on trio. For the blocking face the test loop is
@@ -1103,42 +1104,6 @@ async def test_reset_during_server_handshake(
     for error in errors:
         assert error.__cause__ is not None
         assert "reset" in str(error).lower()
-
-
-@pytest.mark.parametrize("flags", [SAFE, NO_FLAGS], ids=["SAFE_DISCONN", "no_flags"])
-async def test_send_to_a_reset_peer(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, flags: SocketFlag
-) -> None:
-    """SPEC send: a gone peer raises the OSError, or under SAFE_DISCONN returns quietly (every
-    time); either way the next recv (SAFE_DISCONN) gives b""."""
-
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        socket.socket(fileno=tls.detach()).close()  # RST
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
-                await anyio.sleep(0.2)  # the RST has arrived
-                if flags is SAFE:
-                    for _ in range(3):
-                        await client.send(b"y" * 1000)
-                    poll = client.raw.read_line_nowait
-                    result = await anyio.to_thread.run_sync(poll) if face.blocking else poll()
-                    assert result == (ReadLineResult.DISCONNECTED, b"")
-                    assert await client.recv(10) == b""
-                else:
-                    error: OSError | None = None
-                    for _ in range(3):
-                        try:
-                            await client.send(b"y" * 1000, flags=flags)
-                        except OSError as exc:
-                            error = exc
-                            break
-                    assert isinstance(error, (ConnectionResetError, BrokenPipeError)), repr(error)
-                    # The stream is broken for good: a recv under SAFE_DISCONN sees its end.
-                    assert await client.recv(10) == b""
-    assert p.errors == []
 
 
 # -- records -----------------------------------------------------------------------------------
