@@ -165,6 +165,24 @@ class TlsFiles:
         self.client_der = ssl.PEM_cert_to_DER_cert(client.cert_chain_pems[0].bytes().decode())
 
 
+_shared_tls_files: TlsFiles | None = None
+
+
+def shared_tls_files() -> TlsFiles:
+    """The process's own :class:`TlsFiles` (for code that cannot take a fixture, such as the
+    conformance scenarios); made on first use, removed at exit."""
+    global _shared_tls_files
+    if _shared_tls_files is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="duonet-tls-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _shared_tls_files = TlsFiles(trustme.CA(), pathlib.Path(folder))
+    return _shared_tls_files
+
+
 @pytest.fixture(scope="session")
 def tls_ca() -> trustme.CA:
     return trustme.CA()

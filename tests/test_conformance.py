@@ -1,4 +1,5 @@
-"""The conformance suite (tests/scenarios.py) run from both faces.
+"""The conformance suite (tests/scenarios.py) run from both faces, on each scenario's
+transports (TCP, Unix sockets, TLS).
 
 * the async face (``duonet.aio.AsyncSocket``) under both anyio backends (``anyio_backend``:
   asyncio and trio);

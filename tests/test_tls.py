@@ -1,5 +1,10 @@
-"""TLS over real sockets: client verification, TLS listeners, mutual TLS, versions, STARTTLS,
-close_notify, bulk data, PSK.
+"""TLS over real sockets, what only TLS has: client verification, TLS listeners, mutual TLS,
+versions, STARTTLS, close_notify, resets during handshakes, records, PSK.
+
+What any stream transport does (reads, lines, timeouts, no loss, sends, half-close, closing, bulk
+data both ways, a peer closing without close_notify, a peer resetting after the handshake) is
+checked over TLS by the conformance scenarios (``tests/scenarios.py``, transport ``"tls"``), on
+the same four faces.
 
 Every scenario runs on four faces: ``duonet.aio`` on asyncio and on trio, and the blocking
 ``duonet`` face with its portal on asyncio and on trio. For the blocking face the test loop is
@@ -15,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import os
 import socket
 import ssl
 import struct
@@ -89,16 +93,6 @@ class Sock:
 
     async def recv_line(self, timeout: float = STEP, flags: SocketFlag = SAFE) -> bytes:
         return bytes(await self._io("recv_line", timeout=timeout, flags=flags))
-
-    async def recv_lines(self, count: int, timeout: float = STEP) -> list[bytes]:
-        """``count`` calls of ``recv_line`` (in one worker thread for the blocking face)."""
-        if self.face.blocking:
-
-            def lines() -> list[bytes]:
-                return [self.raw.recv_line(timeout=timeout) for _ in range(count)]
-
-            return await anyio.to_thread.run_sync(lines)
-        return [await self.raw.recv_line(timeout=timeout) for _ in range(count)]
 
     async def send(self, data: bytes, flags: SocketFlag = SAFE, timeout: float = STEP) -> None:
         await self._io("send", data, flags=flags, timeout=timeout)
@@ -1065,27 +1059,6 @@ async def test_server_close_sends_close_notify(
     assert results.values == [b"bye\n"]  # read_to_eof raised nothing: close_notify was sent
 
 
-@pytest.mark.parametrize("flags", [SAFE, NO_FLAGS], ids=["SAFE_DISCONN", "no_flags"])
-async def test_peer_closing_without_close_notify(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, flags: SocketFlag
-) -> None:
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.sendall(b"data\n")
-        socket.socket(fileno=tls.detach()).close()  # TCP FIN, no close_notify
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
-                assert await client.recv_line(flags=flags) == b"data"
-                if flags is SAFE:
-                    assert await client.recv_line(flags=flags) == b""
-                    assert await client.recv(10, flags=flags) == b""
-                else:
-                    with pytest.raises(SslError, match="truncated"):
-                        await client.recv_line(flags=flags)
-    assert p.errors == []
-
-
 async def test_reset_during_client_handshake_is_an_ssl_error(
     face: Face, tls_client_ctx: SslContext
 ) -> None:
@@ -1133,155 +1106,7 @@ async def test_reset_during_server_handshake(
         assert "reset" in str(error).lower()
 
 
-@pytest.mark.parametrize("flags", [SAFE, NO_FLAGS], ids=["SAFE_DISCONN", "no_flags"])
-async def test_send_to_a_reset_peer(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, flags: SocketFlag
-) -> None:
-    """SPEC send: a gone peer raises the OSError, or under SAFE_DISCONN returns quietly (every
-    time); either way the next recv (SAFE_DISCONN) gives b""."""
-
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        socket.socket(fileno=tls.detach()).close()  # RST
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
-                await anyio.sleep(0.2)  # the RST has arrived
-                if flags is SAFE:
-                    for _ in range(3):
-                        await client.send(b"y" * 1000)
-                    poll = client.raw.read_line_nowait
-                    result = await anyio.to_thread.run_sync(poll) if face.blocking else poll()
-                    assert result == (ReadLineResult.DISCONNECTED, b"")
-                    assert await client.recv(10) == b""
-                else:
-                    error: OSError | None = None
-                    for _ in range(3):
-                        try:
-                            await client.send(b"y" * 1000, flags=flags)
-                        except OSError as exc:
-                            error = exc
-                            break
-                    assert isinstance(error, (ConnectionResetError, BrokenPipeError)), repr(error)
-                    # The stream is broken for good: a recv under SAFE_DISCONN sees its end.
-                    assert await client.recv(10) == b""
-    assert p.errors == []
-
-
-async def test_close_wakes_a_blocked_tls_read(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
-) -> None:
-    release = threading.Event()
-
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.sendall(b"partial")
-        release.wait(STEP)
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        try:
-            with anyio.fail_after(BODY):
-                client = await face.client(tls_client_ctx, "localhost", p.port)
-                outcome: list[BaseException] = []
-
-                async def reader() -> None:
-                    try:
-                        await client.recv_line(timeout=STEP)
-                    except Exception as exc:
-                        outcome.append(exc)
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(reader)
-                    await anyio.sleep(0.2)
-                    started = time.monotonic()
-                    await client.close()
-                assert time.monotonic() - started < 1.5
-                assert len(outcome) == 1
-                assert isinstance(outcome[0], duonet.SocketClosedError), repr(outcome[0])
-        finally:
-            release.set()
-
-
-# -- data --------------------------------------------------------------------------------------
-
-
-async def test_a_megabyte_both_ways_at_once(
-    face: Face, tls_server_ctx: SslContext, tls_client_ctx: SslContext
-) -> None:
-    size = 1 << 20
-    up, down = os.urandom(size), os.urandom(size)
-    with anyio.fail_after(BODY * 2):
-        listener = face.listener(tls_server_ctx)
-        got: dict[str, bytes] = {}
-
-        async def receive(sock: Sock, key: str) -> None:
-            got[key] = await sock.recv(size, timeout=BODY)
-
-        async def serve() -> None:
-            async with await listener.accept() as conn, anyio.create_task_group() as tg:
-                tg.start_soon(receive, conn, "up")
-                await conn.send(down, timeout=BODY)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(tls_client_ctx, "localhost", listener.port) as client:
-                async with anyio.create_task_group() as inner:
-                    inner.start_soon(receive, client, "down")
-                    await client.send(up, timeout=BODY)
-                assert await client.recv(1) == b""
-    assert got["up"] == up
-    assert got["down"] == down
-
-
-async def test_ten_thousand_lines(
-    face: Face, tls_server_ctx: SslContext, tls_client_ctx: SslContext
-) -> None:
-    lines = [b"line %05d " % i + b"x" * (i % 50) for i in range(10_000)]
-    with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-
-        async def serve() -> None:
-            async with await listener.accept() as conn:
-                await conn.send(b"\r\n".join(lines) + b"\r\n")
-                assert await conn.recv_line() == b"done"
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(tls_client_ctx, "localhost", listener.port) as client:
-                assert await client.recv_lines(len(lines)) == lines
-                await client.send(b"done\n")
-
-
-async def test_timeouts_on_tls_reads_lose_nothing(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
-) -> None:
-    go_on = [threading.Event(), threading.Event()]
-
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.sendall(b"partial")
-        go_on[0].wait(STEP)
-        tls.sendall(b" line\r\nnext\nabc")
-        go_on[1].wait(STEP)
-        tls.sendall(b"defgh")
-        read_to_eof(tls)
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        try:
-            with anyio.fail_after(BODY):
-                async with await face.client(tls_client_ctx, "localhost", p.port) as client:
-                    with pytest.raises(TimeoutError):
-                        await client.recv_line(timeout=0.3)
-                    go_on[0].set()
-                    assert await client.recv_line() == b"partial line"
-                    assert await client.recv_line() == b"next"
-                    with pytest.raises(TimeoutError):
-                        await client.recv(8, timeout=0.3)
-                    go_on[1].set()
-                    assert await client.recv(8) == b"abcdefgh"
-        finally:
-            for event in go_on:
-                event.set()
-    assert p.errors == []
+# -- records -----------------------------------------------------------------------------------
 
 
 async def test_timeout_in_the_middle_of_a_tls_record_loses_nothing(
@@ -1307,32 +1132,6 @@ async def test_timeout_in_the_middle_of_a_tls_record_loses_nothing(
                 assert await conn.recv(9) == b"and more!"
         finally:
             client.close()
-
-
-async def test_unbuffered_tls_socket(
-    face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
-) -> None:
-    go_on = threading.Event()
-
-    def handler(tls: ssl.SSLSocket) -> None:
-        tls.sendall(b"abc")
-        go_on.wait(STEP)
-        tls.sendall(b"defgh\n")
-        read_to_eof(tls)
-
-    with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
-        try:
-            with anyio.fail_after(BODY):
-                sock = face.socket(buffered=False)
-                face.wrap(tls_client_ctx, sock)
-                async with sock:
-                    await sock.connect("localhost", p.port)
-                    assert await sock.recv(100) == b"abc"  # what one read gives
-                    go_on.set()
-                    assert await sock.recv_line() == b"defgh"
-        finally:
-            go_on.set()
-    assert p.errors == []
 
 
 # -- PSK ---------------------------------------------------------------------------------------
