@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 An ``AsyncSocket`` owns a real non-blocking ``socket.socket`` from the moment it is created (so
 options, ``bind_addr`` and ``get_fd`` work before ``connect``/``listen``, as with BSD sockets), a
-:class:`~duonet._buffer.ReadBuffer`, and, once TLS is on, an anyio ``TLSStream`` layered over a
-:class:`~duonet._core._io.RawSocketStream` of the same socket.
+:class:`~duonet._buffer.ReadBuffer`, and, once TLS is on, a
+:class:`~duonet._core._tlschannel.TlsChannel` over the same socket.
 
 Reads are cancel-safe by construction: a chunk returned by the kernel (or by TLS) is fed to the
 buffer before the next ``await``, and bytes leave the buffer only at a ``return``. So a timeout,
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream
-from anyio.streams.tls import TLSStream
 
 from .._args import (
     DataLike,
@@ -76,6 +75,7 @@ from ._streams import (
 
 if TYPE_CHECKING:
     from .._tls import SslContext
+    from ._tlschannel import TlsChannel
 
 __all__ = ("AsyncSocket", "dial", "new_async_socket")
 
@@ -142,7 +142,7 @@ class AsyncSocket(ByteStream):
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
         self._bound: Any = None  # the sockaddr given to bind_addr (a renewed socket re-binds it)
-        self._tls: TLSStream | None = None
+        self._tls: TlsChannel | None = None
         self._ssl_context: SslContext | None = None
         self._tls_server_side = False
         self._tls_handshaken = False
@@ -270,11 +270,11 @@ class AsyncSocket(ByteStream):
                 lf_first = limit < _CHUNK and pending_lf(self)
                 try:
                     data = await tls.receive(1 if lf_first else limit)
-                except anyio.EndOfStream:
+                except (ssl.SSLError, OSError) as exc:
+                    return self._tls_read_error(exc, flags)
+                if not data:  # the peer's close_notify
                     buf.feed_eof()
                     return False
-                except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                    return self._tls_read_error(exc, flags)
                 buf.feed(data)
                 if not (lf_first and not buf):
                     return True
@@ -321,8 +321,9 @@ class AsyncSocket(ByteStream):
                 raise self._os_error(OSError(code, os.strerror(code)), "receiving from")
         self._buf.feed_eof()
 
-    def _tls_read_error(self, exc: BaseException, flags: SocketFlag) -> bool:
-        cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
+    def _tls_read_error(self, cause: BaseException, flags: SocketFlag) -> bool:
+        """What an error of a TLS read means: the end of the stream (False), or the exception
+        raised (with the address)."""
         if isinstance(cause, ssl.SSLZeroReturnError):
             # The peer's close_notify after ours (send_eof): OpenSSL then reports it as an error
             # instead of the empty read it gives when the peer closes first.
@@ -337,15 +338,15 @@ class AsyncSocket(ByteStream):
             raise SslError(
                 f"TLS connection with {self._describe()} truncated: the peer closed without "
                 "close_notify"
-            ) from exc
+            ) from cause
         if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
             if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
                 self._buf.feed_eof()
                 return False
-            raise self._os_error(cause, "receiving from") from exc
+            raise self._os_error(cause, "receiving from") from cause
         if self._closed:
-            raise SocketClosedError(f"socket {self._describe()}") from exc
-        raise SslError(f"TLS error receiving from {self._describe()}: {cause}") from exc
+            raise SocketClosedError(f"socket {self._describe()}") from cause
+        raise SslError(f"TLS error receiving from {self._describe()}: {cause}") from cause
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -953,26 +954,19 @@ class AsyncSocket(ByteStream):
             self._peer_went_away(flags)
             return
         try:
-            await self._tls.send(bytes(view))
-        except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
-            if cause is None and not self._closed:  # broken earlier by a cancelled send
-                raise BrokenPipeError(
-                    errno.EPIPE,
-                    f"TLS stream to {self._describe()} is broken (an earlier send was "
-                    "interrupted): close it",
-                ) from exc
-            if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-                if is_disconnection_error(SAFE_DISCONN, cause.errno or 0) and not self._closed:
+            await self._tls.send(view)
+        except (ssl.SSLError, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+                if is_disconnection_error(SAFE_DISCONN, exc.errno or 0) and not self._closed:
                     # The TLS stream is broken for good: later reads see the end of the stream
                     # (as a plain socket's do after a reset), whatever this call's flags.
                     self._peer_gone = True
                     if SAFE_DISCONN in flags:
                         return
-                raise self._os_error(cause, "sending to") from exc
+                raise self._os_error(exc, "sending to") from exc
             if self._closed:
                 raise SocketClosedError(f"socket {self._describe()}") from exc
-            raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
+            raise SslError(f"TLS error sending to {self._describe()}: {exc}") from exc
 
     def _require_connected(self) -> None:
         if self._unconnected:
