@@ -20,7 +20,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import anyio.abc
 import pytest
+from anyio.streams.tls import TLSAttribute
 
 import duonet.aio as aio
 from conftest import TlsFiles
@@ -312,3 +314,36 @@ async def test_key_update_answered_while_reading(
         await anyio.to_thread.run_sync(server.stop)
     answers = [line for line in server.output if line.startswith(b"<<<") and b"KeyUpdate" in line]
     assert answers, b"".join(server.output)  # the client answered the server's request
+
+
+async def test_extra_gives_anyio_tls_attributes(
+    anyio_backend: str, tls_files: TlsFiles, tls_server_ctx: SslContext, tls_client_ctx: SslContext
+) -> None:
+    """``extra()`` on a TLS socket: anyio's ``TLSAttribute`` values, from the channel's
+    ``SSLObject``, next to the socket ones."""
+    with anyio.fail_after(BODY):
+        async with aio.new_async_socket() as listener:
+            aio.wrap_socket(tls_server_ctx, listener)
+            listener.bind_addr(0, "127.0.0.1")
+            listener.listen()
+            port = listener.get_local_addr()[1]
+            async with aio.new_async_socket() as client:
+                aio.wrap_socket(tls_client_ctx, client)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.connect, "127.0.0.1", port)
+                    server = await listener.accept()
+                async with server:
+                    assert server.extra(TLSAttribute.server_side) is True
+                    assert server.extra(TLSAttribute.shared_ciphers)
+                    assert server.extra(TLSAttribute.peer_certificate_binary) is None
+                sslobj = client.extra(TLSAttribute.ssl_object)
+                assert isinstance(sslobj, ssl.SSLObject)
+                assert client.extra(TLSAttribute.tls_version) == sslobj.version() == "TLSv1.3"
+                assert client.extra(TLSAttribute.cipher) == sslobj.cipher()
+                assert client.extra(TLSAttribute.peer_certificate_binary) == tls_files.cert_der
+                assert client.extra(TLSAttribute.peer_certificate)["subjectAltName"]
+                assert client.extra(TLSAttribute.server_side) is False
+                assert client.extra(TLSAttribute.shared_ciphers) is None
+                assert client.extra(TLSAttribute.alpn_protocol) is None
+                assert client.extra(TLSAttribute.standard_compatible) is True
+                assert client.extra(anyio.abc.SocketAttribute.remote_port) == port

@@ -997,9 +997,8 @@ class AsyncSocket(ByteStream):
             self._require_connected()
             self._eof_sent = True
             if self._tls is not None:
-                from ._tls import send_eof
-
-                await send_eof(self)
+                # close_notify in full; the peer's close_notify answering it ends the reading
+                await self._tls.send_close_notify_fully()
             try:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
@@ -1457,9 +1456,7 @@ class AsyncSocket(ByteStream):
             return
         self._closed = True
         if self._tls is not None and self._tls_handshaken:
-            from ._tls import send_close_notify
-
-            send_close_notify(self)
+            self._tls.send_close_notify()  # best effort, never waits
         if self._tls_state is not None:
             self._tls_state.close()
         elif not self._listening:

@@ -1,4 +1,4 @@
-"""TLS in the core: handshakes, TLS listeners, close_notify, certificate queries.
+"""TLS in the core: handshakes, TLS listeners, no-wait decryption, certificate queries.
 
 Theory of operation
 -------------------
@@ -17,7 +17,8 @@ here (:class:`_Handshake`) as a resumable object, for three reasons:
 
 When a handshake completes, its channel becomes the socket's (``AsyncSocket._tls``).
 
-``send_eof()`` sends close_notify in full and then shuts the write side down; reading goes on,
+Closing is the channel's: ``send_eof()`` sends close_notify in full
+(``TlsChannel.send_close_notify_fully``) and then shuts the write side down; reading goes on,
 and the peer's close_notify that answers it is the end of the stream. ``close()`` sends
 close_notify and does not wait for the peer's (an idle peer might never answer). A peer that
 closes without close_notify reads as closed under ``SAFE_DISCONN`` and as
@@ -50,8 +51,6 @@ __all__ = (
     "client_handshake",
     "peer_certificates",
     "psk_identity",
-    "send_close_notify",
-    "send_eof",
     "tls_accept",
     "wrap_connected_socket",
     "wrap_socket",
@@ -420,24 +419,6 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
         errors = tuple(errors[0].exceptions)
     whole: BaseException = group
     return errors[0] if len(errors) == 1 else whole
-
-
-def send_close_notify(core: AsyncSocket) -> None:
-    """Queue and send our close_notify without waiting for the peer's (best effort)."""
-    tls = core._tls
-    if tls is not None:
-        tls.send_close_notify()  # records a cancelled send left go first
-
-
-async def send_eof(core: AsyncSocket) -> None:
-    """Our close_notify, sent in full (waiting for the socket to take it), then ``SHUT_WR``.
-
-    Reading goes on: OpenSSL reads after sending close_notify, and the peer's close_notify that
-    answers ours reads as the end of the stream. A peer already gone is no error.
-    """
-    tls = core._tls
-    assert tls is not None
-    await tls.send_close_notify_fully()
 
 
 def pull_nowait(core: AsyncSocket, chunk: int) -> bool:

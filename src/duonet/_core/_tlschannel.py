@@ -178,8 +178,14 @@ class TlsChannel:
 
     def send_close_notify(self) -> None:
         """Queue our close_notify and hand it to the kernel without waiting (best effort)."""
-        self._unwrap()
-        self.push_quietly()
+        try:
+            self.ssl_object.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass  # SSLWantReadError: ours is queued; the peer's is not awaited
+        try:
+            self.push()  # after what a cancelled send left
+        except OSError:
+            pass
 
     async def send_close_notify_fully(self) -> None:
         """Our close_notify, sent in full (what a cancelled send left goes first); a peer
@@ -343,10 +349,6 @@ class TlsChannel:
             data = self._read_more(data, max_bytes)
         self._answer()
         return data
-
-    def buffered_plaintext(self) -> int:
-        """How many decrypted bytes OpenSSL holds (of the current record)."""
-        return self.ssl_object.pending()
 
     # -- queries --------------------------------------------------------------------------------
 
