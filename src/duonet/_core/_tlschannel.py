@@ -16,9 +16,12 @@ Rules kept here:
   is cancelled or times out while the kernel is full keeps the rest queued; whatever writes next
   (a send, a read that must answer the peer, close_notify) sends it first. The stream stays
   usable: the records were committed (their sequence numbers are used), and they all arrive.
-* **One waiter for writability.** A reader that must flush (a TLS 1.3 key update to answer)
-  while a writer already waits for the socket to drain leaves the flushing to the writer; two
-  tasks that both need the queue drained wait in turn, never both on the socket.
+* **One waiter for writability.** A reader that must flush (an answer OpenSSL produced, which
+  the peer may wait for) while a writer already waits for the socket to drain leaves the
+  flushing to the writer; two tasks that both need the queue drained wait in turn, never both
+  on the socket. A reader waits only for its answers (and what is queued before them), never
+  for a writer's data or for what a cancelled send left alone: its peer may be waiting for
+  this side to read before it reads in turn.
 * **Decrypted bytes are never held across an await.** A read returns as soon as it has
   plaintext; answers it produced are handed to the kernel without waiting (what is left goes
   out with the next write), and an error met after plaintext was decrypted is kept and raised
@@ -66,10 +69,12 @@ class TlsChannel:
     """
 
     __slots__ = (
+        "_done",
         "_flushed",
         "_flushing",
         "_incoming",
         "_outgoing",
+        "_owed",
         "_read_error",
         "_recv_error",
         "_sock",
@@ -93,6 +98,10 @@ class TlsChannel:
         self._waiter = waiter
         #: Ciphertext taken from the outgoing BIO that the kernel has not taken yet.
         self._unsent = _EMPTY
+        #: How many bytes of ciphertext the kernel has taken so far.
+        self._done = 0
+        #: ``_done`` must reach this before a read waits: answers of ours the peer may wait for.
+        self._owed = 0
         #: A task waits for the socket to become writable (to drain ``_unsent``).
         self._flushing = False
         #: Set when that wait ends, for a second task that needs the queue drained too.
@@ -116,15 +125,19 @@ class TlsChannel:
         if not view:
             return True
         send = self._sock.send
+        size = len(view)
         try:
             while view:
                 view = view[send(view) :]
         except (BlockingIOError, InterruptedError):
+            self._done += size - len(view)
             self._unsent = view
             return False
         except OSError:
+            self._done += size - len(view)
             self._unsent = view
             raise
+        self._done += size
         self._unsent = _EMPTY
         return True
 
@@ -135,9 +148,12 @@ class TlsChannel:
         except OSError:
             pass
 
-    async def flush(self) -> None:
-        """Send every byte of ciphertext produced so far, waiting for the kernel to take it."""
+    async def flush(self, until: int | None = None) -> None:
+        """Send every byte of ciphertext produced so far, waiting for the kernel to take it
+        (``until``: only until the kernel has taken that many bytes in all)."""
         while not self.push():
+            if until is not None and self._done >= until:
+                return
             if self._flushing:  # another task waits for the socket: wait for it instead
                 if self._waiter.nowait:
                     raise anyio.WouldBlock
@@ -254,10 +270,12 @@ class TlsChannel:
         self._outgoing.write_eof()
 
     def _answer(self) -> None:
-        """Hand the kernel, without waiting, what a read made OpenSSL say (a key update)."""
+        """Hand the kernel, without waiting, what a read made OpenSSL say (a key update); what
+        it does not take yet is owed: the next read that must wait sends it first."""
         if self._outgoing.pending:
             try:
-                self.push()
+                if not self.push():
+                    self._owed = self._done + len(self._unsent)
             except OSError as exc:
                 self._recv_error = exc  # reported by the next read, after this one's plaintext
 
@@ -309,7 +327,7 @@ class TlsChannel:
                 raise
             else:
                 break
-            if self._unsent or self._outgoing.pending:
+            if self._outgoing.pending or self._owed > self._done:
                 await self._flush_before_read()
             await self._pull_or_wait()
         if data and len(data) < max_bytes:
@@ -318,11 +336,15 @@ class TlsChannel:
         return data
 
     async def _flush_before_read(self) -> None:
-        # As a session that must answer before reading on (renegotiation) needs; a writer
-        # already waiting for the socket will send it anyway.
+        # What OpenSSL said goes out before we wait for the peer, who may be waiting for it
+        # (renegotiation); in order, so after what a cancelled send left, but not what a writer
+        # queues meanwhile, nor a cancelled send's rest alone (the peer may be waiting for us to
+        # read before it reads). A writer already waiting for the socket sends it anyway.
         try:
-            if not self.push() and not self._flushing:
-                await self.flush()
+            if not self.push():
+                self._owed = max(self._owed, self._done + len(self._unsent))
+                if not self._flushing:
+                    await self.flush(until=self._owed)
         except OSError:
             self._broken()
             raise
