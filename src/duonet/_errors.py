@@ -13,9 +13,10 @@ The tree (every class extends what socket users already catch)::
      └── BusyError                     two tasks or threads used one direction of a socket at once
 
 ``is_disconnection_error`` is Nim's rule for which errno counts as "the peer went away";
-``with_address`` puts the address into an ``OSError``; ``ssl_error_from`` turns what a TLS
-handshake (or read, or write) raised into an :class:`SslError` whose message says the reason in
-words.
+``with_address`` / ``os_error_at`` put the address into an ``OSError`` (or say the socket was
+closed); ``ssl_error_from`` turns what a TLS handshake raised into an :class:`SslError` whose
+message says the reason in words; ``tls_read_error`` / ``tls_send_error`` say what an error of
+a TLS read (the end of the stream, or which exception) or send means.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ __all__ = (
     "SocketClosedError",
     "SslError",
     "is_disconnection_error",
+    "os_error_at",
     "raise_ssl_error",
     "ssl_error_from",
+    "tls_read_error",
+    "tls_send_error",
     "with_address",
 )
 
@@ -122,6 +126,55 @@ def with_address(exc: OSError, action: str, address: object) -> OSError:
         return type(exc)(message)
     except Exception:  # an OSError subclass with a constructor of its own
         return OSError(exc.errno, message)
+
+
+def os_error_at(exc: OSError, action: str, peer: str, closed: bool) -> OSError:
+    """The error to raise for ``exc`` met while doing ``action`` with ``peer``: the socket was
+    closed by this program (``closed``, or the kernel says it is no socket), or ``exc`` with the
+    address (:func:`with_address`)."""
+    if closed or exc.errno in (errno.EBADF, errno.ENOTSOCK):
+        return SocketClosedError(f"socket {peer}")
+    return with_address(exc, action, peer)
+
+
+def tls_read_error(exc: OSError, flags: SocketFlag, peer: str, closed: bool) -> OSError | None:
+    """What an error of a TLS read (``ssl`` or socket) means: ``None`` for the end of the
+    stream, or the error to raise (chained: ``raise error from exc``).
+
+    The end: the peer's close_notify answering ours (OpenSSL reports it as
+    ``SSLZeroReturnError`` instead of the empty read it gives when the peer closes first), and
+    under ``SAFE_DISCONN`` a close without close_notify or a disconnection errno. Otherwise a
+    truncation is ``SslError("... truncated ...")``, a socket error keeps its class with the
+    address, and a TLS failure is an ``SslError`` naming the reason.
+    """
+    if isinstance(exc, ssl.SSLZeroReturnError):
+        return None
+    if isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError) and "UNEXPECTED_EOF" in str(exc)
+    ):
+        if SocketFlag.SAFE_DISCONN in flags:
+            return None
+        return SslError(
+            f"TLS connection with {peer} truncated: the peer closed without close_notify"
+        )
+    if not isinstance(exc, ssl.SSLError):
+        if is_disconnection_error(flags, exc.errno or 0) and not closed:
+            return None
+        return os_error_at(exc, "receiving from", peer, closed)
+    if closed:
+        return SocketClosedError(f"socket {peer}")
+    return SslError(f"TLS error receiving from {peer}: {exc}")
+
+
+def tls_send_error(exc: OSError, peer: str, closed: bool) -> OSError:
+    """The error to raise for what a TLS send raised (``ssl`` or socket), chained to it: a
+    socket error keeps its class with the address, a TLS failure is an ``SslError`` naming the
+    reason (``SocketClosedError`` if this program closed the socket)."""
+    if not isinstance(exc, ssl.SSLError):
+        return os_error_at(exc, "sending to", peer, closed)
+    if closed:
+        return SocketClosedError(f"socket {peer}")
+    return SslError(f"TLS error sending to {peer}: {exc}")
 
 
 def _error(message: str) -> SslError:

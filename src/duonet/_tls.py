@@ -34,7 +34,8 @@ nothing is checked in either role.
 What the async core does with a context: ``ctx._ssl_context_for(server_side)`` (today always
 ``ctx.context``) wrapped with ``server_side=True`` and no ``server_hostname`` on the server side,
 and with ``server_side=False`` and ``server_hostname=hostname or None`` on the client side. Every
-exception out of a handshake, read or write goes through :func:`ssl_error_from`.
+exception out of a handshake, read or write goes through ``ssl_error_from``, which lives with the
+other translations in ``duonet._errors`` (and is importable from here too).
 """
 
 from __future__ import annotations

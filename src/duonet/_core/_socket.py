@@ -56,6 +56,9 @@ from .._errors import (
     SocketClosedError,
     SslError,
     is_disconnection_error,
+    os_error_at,
+    tls_read_error,
+    tls_send_error,
     with_address,
 )
 from .._ip import IpAddress
@@ -247,9 +250,7 @@ class AsyncSocket(ByteStream):
         )
 
     def _os_error(self, exc: OSError, action: str) -> OSError:
-        if self._closed or exc.errno in (errno.EBADF, errno.ENOTSOCK):
-            return SocketClosedError(f"socket {self._describe()}")
-        return with_address(exc, action, self._describe())
+        return os_error_at(exc, action, self._describe(), self._closed)
 
     async def _fill(self, flags: SocketFlag, limit: int = _CHUNK) -> bool:
         """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
@@ -321,32 +322,14 @@ class AsyncSocket(ByteStream):
                 raise self._os_error(OSError(code, os.strerror(code)), "receiving from")
         self._buf.feed_eof()
 
-    def _tls_read_error(self, cause: BaseException, flags: SocketFlag) -> bool:
-        """What an error of a TLS read means: the end of the stream (False), or the exception
-        raised (with the address)."""
-        if isinstance(cause, ssl.SSLZeroReturnError):
-            # The peer's close_notify after ours (send_eof): OpenSSL then reports it as an error
-            # instead of the empty read it gives when the peer closes first.
+    def _tls_read_error(self, exc: OSError, flags: SocketFlag) -> bool:
+        """An error of a TLS read: False (fed as the end of the stream) or raised, as
+        :func:`~duonet._errors.tls_read_error` says."""
+        error = tls_read_error(exc, flags, self._describe(), self._closed)
+        if error is None:
             self._buf.feed_eof()
             return False
-        if isinstance(cause, ssl.SSLEOFError) or (
-            isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF" in str(cause)
-        ):
-            if SAFE_DISCONN in flags:
-                self._buf.feed_eof()
-                return False
-            raise SslError(
-                f"TLS connection with {self._describe()} truncated: the peer closed without "
-                "close_notify"
-            ) from cause
-        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-            if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
-                self._buf.feed_eof()
-                return False
-            raise self._os_error(cause, "receiving from") from cause
-        if self._closed:
-            raise SocketClosedError(f"socket {self._describe()}") from cause
-        raise SslError(f"TLS error receiving from {self._describe()}: {cause}") from cause
+        raise error from exc
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -955,18 +938,18 @@ class AsyncSocket(ByteStream):
             return
         try:
             await self._tls.send(view)
-        except (ssl.SSLError, OSError) as exc:
-            if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
-                if is_disconnection_error(SAFE_DISCONN, exc.errno or 0) and not self._closed:
-                    # The TLS stream is broken for good: later reads see the end of the stream
-                    # (as a plain socket's do after a reset), whatever this call's flags.
-                    self._peer_gone = True
-                    if SAFE_DISCONN in flags:
-                        return
-                raise self._os_error(exc, "sending to") from exc
-            if self._closed:
-                raise SocketClosedError(f"socket {self._describe()}") from exc
-            raise SslError(f"TLS error sending to {self._describe()}: {exc}") from exc
+        except OSError as exc:  # (ssl.SSLError included)
+            if (
+                not isinstance(exc, ssl.SSLError)
+                and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
+                and not self._closed
+            ):
+                # The TLS stream is broken for good: later reads see the end of the stream (as
+                # a plain socket's do after a reset), whatever this call's flags.
+                self._peer_gone = True
+                if SAFE_DISCONN in flags:
+                    return
+            raise tls_send_error(exc, self._describe(), self._closed) from exc
 
     def _require_connected(self) -> None:
         if self._unconnected:
