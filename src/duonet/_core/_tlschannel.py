@@ -51,6 +51,9 @@ __all__ = ("TlsChannel",)
 _RECV = 1 << 16
 #: The most ciphertext one wake moves into the incoming BIO (then OpenSSL decrypts it).
 _PULL_LIMIT = 4 * _RECV
+#: The most plaintext one ``SSLObject.read`` is asked for: more than a record holds (16 KiB),
+#: and ``read`` allocates what it is asked for before it knows how much it will get.
+_READ = 1 << 16
 _EMPTY = memoryview(b"")
 
 
@@ -287,7 +290,7 @@ class TlsChannel:
         got = len(first)
         while got < max_bytes and (sslobj.pending() or incoming.pending):
             try:
-                more = sslobj.read(max_bytes - got)
+                more = sslobj.read(min(max_bytes - got, _READ))
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLError as exc:
@@ -317,9 +320,10 @@ class TlsChannel:
         """
         self._check_read_error()
         read = self.ssl_object.read
+        size = min(max_bytes, _READ)
         while True:
             try:
-                data = read(max_bytes)
+                data = read(size)
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLError:
@@ -354,9 +358,10 @@ class TlsChannel:
         full record is in."""
         self._check_read_error()
         read = self.ssl_object.read
+        size = min(max_bytes, _READ)
         while True:
             try:
-                data = read(max_bytes)
+                data = read(size)
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLError:
