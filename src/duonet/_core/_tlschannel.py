@@ -24,8 +24,9 @@ Rules kept here:
   this side to read before it reads in turn.
 * **Decrypted bytes are never held across an await.** A read returns as soon as it has
   plaintext; answers it produced are handed to the kernel without waiting (what is left goes
-  out with the next write), and an error met after plaintext was decrypted is kept and raised
-  by the next read, so the plaintext is delivered first.
+  out with the next write, or before the next read waits for the peer), and an error met after
+  plaintext was decrypted is kept and raised by the next read, so the plaintext is delivered
+  first.
 * **Fewer passes per large read.** One wake moves what the kernel holds (up to
   ``_PULL_LIMIT``) into the incoming BIO, and one read returns every record decrypted from it,
   up to ``max_bytes``.
