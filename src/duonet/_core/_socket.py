@@ -269,14 +269,13 @@ class AsyncSocket(ByteStream):
             while True:
                 # An exact read (unbuffered) first takes the \n that may complete a \r\n alone.
                 lf_first = limit < _CHUNK and pending_lf(self)
-                try:
-                    data = await tls.receive(1 if lf_first else limit)
+                try:  # (plaintext goes to the buffer as it is decrypted)
+                    got = await tls.receive_into(buf.feed, 1 if lf_first else limit)
                 except (ssl.SSLError, OSError) as exc:
                     return self._tls_read_error(exc, flags)
-                if not data:  # the peer's close_notify
+                if not got:  # the peer's close_notify
                     buf.feed_eof()
                     return False
-                buf.feed(data)
                 if not (lf_first and not buf):
                     return True
         sock = self._sock

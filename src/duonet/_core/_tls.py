@@ -433,18 +433,14 @@ def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
     tls = core._tls
     assert tls is not None
     try:
-        data = tls.receive_nowait(chunk)
-    except ssl.SSLZeroReturnError:  # the peer's close_notify, after ours
-        core._buf.feed_eof()
-        return False
+        got = tls.receive_nowait_into(core._buf.feed, chunk)
     except (ssl.SSLError, OSError) as exc:
         return core._tls_read_error(exc, SocketFlag.SAFE_DISCONN)
-    if data is None:
+    if got is None:
         return False  # nothing more has arrived: nothing was consumed
-    if not data:
+    if not got:
         core._buf.feed_eof()
         return False
-    core._buf.feed(data)
     return True
 
 

@@ -52,9 +52,10 @@ __all__ = ("TlsChannel",)
 _RECV = 1 << 16
 #: The most ciphertext one wake moves into the incoming BIO (then OpenSSL decrypts it).
 _PULL_LIMIT = 4 * _RECV
-#: The most plaintext one ``SSLObject.read`` is asked for: more than a record holds (16 KiB),
-#: and ``read`` allocates what it is asked for before it knows how much it will get.
-_READ = 1 << 16
+#: The most plaintext one ``SSLObject.read`` is asked for: what one record holds (16 KiB; a
+#: read returns one record at most). ``read`` allocates what it is asked for before it knows
+#: how much it will get, so asking for more only costs memory and a resize.
+_READ = 1 << 14
 _EMPTY = memoryview(b"")
 
 
@@ -283,12 +284,11 @@ class TlsChannel:
             except OSError as exc:
                 self._recv_error = exc  # reported by the next read, after this one's plaintext
 
-    def _read_more(self, first: bytes, max_bytes: int) -> bytes:
-        """``first``, followed by every record already received, up to ``max_bytes``."""
+    def _read_more(self, sink: Callable[[bytes], object], got: int, max_bytes: int) -> int:
+        """Hand ``sink`` every record already received, up to ``max_bytes`` in all (``got``
+        so far); the new total."""
         sslobj = self.ssl_object
         incoming = self._incoming
-        chunks = [first]
-        got = len(first)
         while got < max_bytes and (sslobj.pending() or incoming.pending):
             try:
                 more = sslobj.read(min(max_bytes - got, _READ))
@@ -300,9 +300,10 @@ class TlsChannel:
                 break
             if not more:
                 break  # close_notify: the next read returns b"" again
-            chunks.append(more)
+            sink(more)
             got += len(more)
-        return first if len(chunks) == 1 else b"".join(chunks)
+            del more
+        return got
 
     def _check_read_error(self) -> None:
         error = self._read_error
@@ -312,6 +313,17 @@ class TlsChannel:
 
     async def receive(self, max_bytes: int) -> bytes:
         """1 to ``max_bytes`` bytes of plaintext; ``b""`` once the peer's close_notify came.
+
+        Raises what :meth:`receive_into` raises.
+        """
+        chunks: list[bytes] = []
+        await self.receive_into(chunks.append, max_bytes)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def receive_into(self, sink: Callable[[bytes], object], max_bytes: int) -> int:
+        """Decrypt 1 to ``max_bytes`` bytes, handing them to ``sink`` record by record before
+        returning (no copy, nothing held across an await); the count, 0 once the peer's
+        close_notify came.
 
         Raises:
             ssl.SSLZeroReturnError: the peer's close_notify, after ours (``send_eof``).
@@ -335,10 +347,14 @@ class TlsChannel:
             if self._outgoing.pending or self._owed > self._done:
                 await self._flush_before_read()
             await self._pull_or_wait()
-        if data and len(data) < max_bytes:
-            data = self._read_more(data, max_bytes)
+        got = len(data)
+        if got:
+            sink(data)
+            del data  # (freed before the next record is read)
+            if got < max_bytes:
+                got = self._read_more(sink, got, max_bytes)
         self._answer()
-        return data
+        return got
 
     async def _flush_before_read(self) -> None:
         # What OpenSSL said goes out before we wait for the peer, who may be waiting for it
@@ -354,9 +370,9 @@ class TlsChannel:
             self._broken()
             raise
 
-    def receive_nowait(self, max_bytes: int) -> bytes | None:
-        """:meth:`receive` from what the kernel already holds, never waiting: ``None`` if no
-        full record is in."""
+    def receive_nowait_into(self, sink: Callable[[bytes], object], max_bytes: int) -> int | None:
+        """:meth:`receive_into` from what the kernel already holds, never waiting: ``None`` if
+        no full record is in."""
         self._check_read_error()
         read = self.ssl_object.read
         size = min(max_bytes, _READ)
@@ -373,10 +389,22 @@ class TlsChannel:
             self.push()
             if not self.pull():
                 return None
-        if data and len(data) < max_bytes:
-            data = self._read_more(data, max_bytes)
+        got = len(data)
+        if got:
+            sink(data)
+            del data  # (freed before the next record is read)
+            if got < max_bytes:
+                got = self._read_more(sink, got, max_bytes)
         self._answer()
-        return data
+        return got
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """:meth:`receive` from what the kernel already holds, never waiting: ``None`` if no
+        full record is in."""
+        chunks: list[bytes] = []
+        if self.receive_nowait_into(chunks.append, max_bytes) is None:
+            return None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     # -- queries --------------------------------------------------------------------------------
 
