@@ -55,6 +55,13 @@ def tests(session: nox.Session) -> None:
     tests_impl(session)
 
 
+@nox.session(python="3.11")
+def lowest(session: nox.Session) -> None:
+    """The test suite against the lowest anyio that pyproject.toml allows (4.10)."""
+    session.install("-e", ".[test]", "anyio==4.10.*")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
 @nox.session(python=PYTHONS[-1])
 def stress(session: nox.Session) -> None:
     """Long property and reliability runs (DUONET_STRESS=1 multiplies the examples)."""

@@ -9,9 +9,12 @@ cannot hide on both ends.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import inspect
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,25 @@ import pytest
 pytest.register_assert_rewrite("scenarios")
 
 from duonet import _portal  # noqa: E402
+
+#: anyio's pytest plugin reads ``anyio_mode = "auto"`` (pyproject.toml) from anyio 4.11 on; on the
+#: lowest anyio allowed (4.10, ``nox -s lowest``) this file declares the option and does the same.
+_ANYIO_HAS_AUTO_MODE = tuple(
+    int(part) for part in importlib.metadata.version("anyio").split(".")[:2]
+) >= (4, 11)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    if not _ANYIO_HAS_AUTO_MODE:
+        parser.addini("anyio_mode", "anyio >= 4.11's plugin mode (done here below 4.11)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) -> None:
+    if _ANYIO_HAS_AUTO_MODE or not isinstance(collector, (pytest.Module, pytest.Class)):
+        return
+    if collector.istestfunction(obj, name) and inspect.iscoroutinefunction(obj):
+        pytest.mark.usefixtures("anyio_backend")(obj)  # what anyio's auto mode does
 
 
 @pytest.fixture(scope="module", params=["asyncio", "trio"])

@@ -306,9 +306,10 @@ def closed_socket(face: Face) -> Generator[Any, Any, None]:
 IDS = [func.__name__ for func in SCENARIOS]
 
 
-@pytest.mark.parametrize("func", SCENARIOS, ids=IDS)
-async def test_udp_async(anyio_backend: str, func: Scenario) -> None:
-    await run_async(func)
+# (not "func": anyio 4.10's test runner takes a keyword of that name itself)
+@pytest.mark.parametrize("steps", SCENARIOS, ids=IDS)
+async def test_udp_async(anyio_backend: str, steps: Scenario) -> None:
+    await run_async(steps)
 
 
 @pytest.mark.parametrize("func", SCENARIOS, ids=IDS)

@@ -34,7 +34,8 @@ nothing is checked in either role.
 What the async core does with a context: ``ctx._ssl_context_for(server_side)`` (today always
 ``ctx.context``) wrapped with ``server_side=True`` and no ``server_hostname`` on the server side,
 and with ``server_side=False`` and ``server_hostname=hostname or None`` on the client side. Every
-exception out of a handshake, read or write goes through :func:`ssl_error_from`.
+exception out of a handshake, read or write goes through ``ssl_error_from``, which lives with the
+other translations in ``duonet._errors`` (and is importable from here too).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from ._errors import SslError
+from ._errors import _error, _words, ssl_error_from
 
 __all__ = (
     "CIPHERS_INTERMEDIATE",
@@ -164,17 +165,6 @@ class SslAcceptResult(enum.Enum):
     NO_CLIENT = 0
     NO_HANDSHAKE = 1
     SUCCESS = 2
-
-
-def _error(message: str) -> SslError:
-    """An :class:`SslError` whose ``str()`` is ``message``.
-
-    ``ssl.SSLError.__str__`` shows ``strerror``, or else the whole ``args`` tuple
-    (``"('message',)"``), so a one-argument ``SslError`` needs ``strerror`` set as well.
-    """
-    error = SslError(message)
-    error.strerror = message
-    return error
 
 
 class _EncryptedKeyError(Exception):
@@ -426,19 +416,6 @@ def _generic_tls_context() -> ssl.SSLContext:
         return ssl.SSLContext(ssl.PROTOCOL_TLS)
 
 
-def _words(exc: BaseException) -> str:
-    """An ``ssl.SSLError``'s text without the ``[LIB: REASON]`` prefix and ``(_ssl.c:N)`` tail."""
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    elif len(exc.args) == 1:  # set_ciphers: SSLError("No cipher can be selected.")
-        text = str(exc.args[0])
-    else:
-        text = str(exc)
-    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
-    text = re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
-    return text or type(exc).__name__
-
-
 def _set_ciphers(context: ssl.SSLContext, cipher_list: str) -> None:
     level = context.security_level
     try:
@@ -666,129 +643,3 @@ def new_context(
         except (ssl.SSLError, OSError) as exc:
             raise _error(f"{_NO_CA_FOUND} certifi's bundle: {_words(exc)}") from exc
     return SslContext(context)
-
-
-# -- error translation ---------------------------------------------------------------------
-
-# Hints added to OpenSSL's verification messages (X509_V_ERR_* codes).
-_VERIFY_HINTS: Final = {
-    2: "unknown CA",  # unable to get issuer certificate
-    19: "unknown CA",  # self-signed certificate in certificate chain
-    20: "unknown CA",  # unable to get local issuer certificate
-    21: "unknown CA",  # unable to verify the first certificate
-}
-_HOSTNAME_MISMATCH: Final = 62
-_IP_ADDRESS_MISMATCH: Final = 64
-
-# OpenSSL reasons, in words.
-_REASONS: Final = {
-    "UNSUPPORTED_PROTOCOL": "unsupported protocol version",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "unsupported protocol version (the peer refused ours)",
-    "WRONG_VERSION_NUMBER": "wrong version number (is the peer speaking TLS?)",
-    "HTTP_REQUEST": "the peer sent a plain HTTP request",
-    "NO_SHARED_CIPHER": "no shared cipher",
-    "NO_CIPHERS_AVAILABLE": "no ciphers available",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the peer aborted the handshake (handshake failure alert)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the peer rejected our certificate (bad certificate alert)",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the peer says our certificate has expired",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the peer rejected our certificate (certificate unknown)",
-    "TLSV1_ALERT_UNKNOWN_CA": "the peer does not trust our certificate (unknown CA alert)",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the peer requires a certificate and we sent none",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the peer sent no certificate, and one is required",
-    "PSK_IDENTITY_NOT_FOUND": "unknown PSK identity",
-    "TLSV1_ALERT_UNKNOWN_PSK_IDENTITY": "the peer does not know our PSK identity",
-    "NO_SUITABLE_SIGNATURE_ALGORITHM": "no suitable signature algorithm (no certificate or PSK?)",
-}
-
-
-def _cause_of(exc: BaseException) -> BaseException:
-    """Follow ``__cause__`` (then ``__context__``) from wrappers such as anyio's
-    ``BrokenResourceError`` down to the ``ssl``/OS error that says what happened."""
-    seen: set[int] = set()
-    while not isinstance(exc, OSError) and id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
-def _reason_in_words(exc: BaseException, handshake: bool) -> str:
-    import anyio  # here, not at the top: contexts and enums must not load the event loop machinery
-
-    during = "during the handshake" if handshake else "by the peer"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = exc.verify_code
-        message = (exc.verify_message or _words(exc)).rstrip(".")
-        if code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
-            head, _, tail = message.partition(", ")
-            if head.startswith("Hostname"):  # "Hostname mismatch" -> "hostname mismatch"
-                head = "h" + head[1:]
-            return f"{head}: {tail}" if tail else message
-        hint = _VERIFY_HINTS.get(code)
-        return f"certificate verify failed: {message}" + (f" ({hint})" if hint else "")
-    reason = getattr(exc, "reason", None) if isinstance(exc, ssl.SSLError) else None
-    eof = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, anyio.EndOfStream))
-    if eof or reason == "UNEXPECTED_EOF_WHILE_READING":
-        if handshake:
-            return "peer closed the connection during the handshake"
-        return "peer closed the connection without close_notify (truncated)"
-    if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLSyscallError):
-        if isinstance(reason, str) and reason in _REASONS:
-            return _REASONS[reason]
-        return _words(exc)
-    if isinstance(exc, ConnectionResetError):
-        return f"connection reset {during}"
-    if isinstance(exc, BrokenPipeError):
-        return f"connection broken (broken pipe) {during}"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    if isinstance(exc, anyio.BrokenResourceError):
-        return f"connection broken {during}"
-    return str(exc) or type(exc).__name__
-
-
-def ssl_error_from(exc: BaseException, peer: str, *, during: str = "handshake") -> SslError:
-    """Translate an exception met during a TLS handshake (or read/write) into an :class:`SslError`.
-
-    This is the one place where ``ssl.SSLError`` (``SSLCertVerificationError`` included),
-    ``OSError`` and anyio's ``BrokenResourceError`` / ``EndOfStream`` (whose ``__cause__`` is
-    followed) become duonet's error. The message says the reason in words and names the peer,
-    e.g. ``TLS handshake with 127.0.0.1:4433 failed: certificate verify failed: unable to get
-    local issuer certificate (unknown CA)`` or ``... failed: hostname mismatch: certificate is not
-    valid for 'wrong.example'``. The original's ``reason``, ``library``, ``verify_code`` and
-    ``verify_message`` are copied when it has them.
-
-    Args:
-        exc: The exception caught.
-        peer: The peer, as it should appear in the message (``"host:port"``; ``""`` omits it).
-        during: What was going on: ``"handshake"`` (the default), ``"read"``, ``"write"`` ...;
-            an unexpected EOF outside the handshake is reported as ``truncated``.
-
-    Returns:
-        A new :class:`SslError`, to be raised by the caller with ``raise err from exc``.
-    """
-    if isinstance(exc, SslError):
-        if isinstance(exc.strerror, str):
-            message = exc.strerror
-        elif len(exc.args) == 1 and isinstance(exc.args[0], str):
-            message = exc.args[0]
-        else:
-            message = str(exc)
-        error = _error(message)
-        _copy_attributes(exc, error)
-        return error
-    cause = _cause_of(exc)
-    reason = _reason_in_words(cause, during == "handshake")
-    where = f"TLS {during} with {peer}" if peer else f"TLS {during}"
-    error = _error(f"{where} failed: {reason}")
-    _copy_attributes(cause, error)
-    return error
-
-
-def _copy_attributes(source: BaseException, target: SslError) -> None:
-    for name in ("library", "reason", "verify_code", "verify_message"):
-        value = getattr(source, name, None)
-        if value is not None:
-            setattr(target, name, value)

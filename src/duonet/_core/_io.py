@@ -8,8 +8,7 @@ only when the user asks (the kernel's buffer is the backpressure), behaves the s
 trio, and consumes nothing when cancelled: a syscall either returned data (which the caller buffers
 before its next ``await``) or it did not run.
 
-:class:`RawSocketStream` exposes the same thing as an anyio ``ByteStream`` so that anyio's
-``TLSStream`` can be layered on top of it.
+TLS runs over the same syscalls and waits: see :mod:`duonet._core._tlschannel`.
 """
 
 from __future__ import annotations
@@ -21,9 +20,8 @@ import sys
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream
 
-__all__ = ("Waiter", "RawSocketStream", "connect_raw", "renew_socket")
+__all__ = ("Waiter", "connect_raw", "renew_socket", "send_all")
 
 
 class Waiter:
@@ -31,8 +29,8 @@ class Waiter:
 
     ``nowait`` is set by the core for calls with ``timeout=0``: such a call may use whatever is
     already buffered or sitting in the kernel, but must not wait. A wait then raises
-    :class:`anyio.WouldBlock` (not an ``OSError``: anyio's ``TLSStream`` would treat an
-    ``OSError`` from its transport as a broken connection).
+    :class:`anyio.WouldBlock` (not an ``OSError``, which the callers take for a failure of the
+    connection); the call's ``Deadline`` turns it into ``TimeoutError``.
     """
 
     __slots__ = ("nowait", "sock")
@@ -50,62 +48,6 @@ class Waiter:
         if self.nowait:
             raise anyio.WouldBlock
         await anyio.wait_writable(self.sock)
-
-
-class RawSocketStream(ByteStream):
-    """An anyio ``ByteStream`` over a connected non-blocking socket (the transport under TLS).
-
-    OS errors propagate as they are (``ConnectionResetError`` ...); the core translates them.
-    """
-
-    def __init__(self, sock: socket.socket, waiter: Waiter) -> None:
-        self._sock = sock
-        self._waiter = waiter
-        #: TLS records committed to the stream that the kernel has not taken yet (a send was
-        #: cancelled half-way): sent before anything else, so the records stay in order.
-        self.unsent = b""
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        sock = self._sock
-        while True:
-            try:
-                data = sock.recv(max_bytes)
-            except (BlockingIOError, InterruptedError):
-                await self._waiter.readable()
-                continue
-            if not data:
-                raise anyio.EndOfStream
-            return data
-
-    async def send(self, item: bytes | bytearray | memoryview) -> None:
-        view = memoryview(self.unsent + bytes(item) if self.unsent else item)
-        self.unsent = b""
-        sock = self._sock
-        try:
-            while view:
-                try:
-                    sent = sock.send(view)
-                except (BlockingIOError, InterruptedError):
-                    await self._waiter.writable()
-                    continue
-                view = view[sent:]
-        except BaseException:
-            self.unsent = bytes(view)  # cancelled or failed: keep what the kernel did not take
-            raise
-
-    async def send_eof(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    async def aclose(self) -> None:
-        # The core owns the socket and closes it itself.
-        pass
-
-    @property
-    def extra_attributes(self) -> dict[Any, Any]:
-        return {}
 
 
 async def send_all(sock: socket.socket, waiter: Waiter, view: memoryview) -> None:

@@ -8,8 +8,8 @@ cancellation, an error), a file object's position is then set just past the last
 second call with ``offset=file.tell()`` continues exactly there.
 
 On TLS a chunk counts as sent once it is encrypted: its records are then committed to the stream
-(their sequence numbers are used), and what the kernel did not take yet is kept by the transport
-(:attr:`RawSocketStream.unsent`) and sent first by whatever writes next.
+(their sequence numbers are used), and what the kernel did not take yet is kept by the socket's
+:class:`~duonet._core._tlschannel.TlsChannel` and sent first by whatever writes next.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import os
 import socket
 import ssl
 import stat
-from typing import IO, TYPE_CHECKING, Any
-
-import anyio
+from typing import IO, TYPE_CHECKING
 
 from .._args import check_size, check_timeout
 from .._errors import SslError
@@ -199,35 +197,32 @@ async def _send_plain_chunk(sock: AsyncSocket, view: memoryview, progress: list[
 async def _send_tls_chunk(sock: AsyncSocket, data: bytes, progress: list[int]) -> None:
     tls = sock._tls
     assert tls is not None
-    if tls._broken or sock._peer_gone:
+    if sock._peer_gone:
         raise BrokenPipeError(
             errno.EPIPE,
             f"TLS stream to {sock._describe()} is broken (an earlier send failed or was "
             "interrupted): close it",
         )
-    sslobj: ssl.SSLObject = tls._ssl_object
-    transport: Any = tls.transport_stream
     try:
-        sslobj.write(data)
-    except ssl.SSLWantReadError:
-        # The session wants to read first (a renegotiation): anyio's loop does that.
+        encrypted = tls.encrypt(data)
+    except ssl.SSLError as exc:
+        raise SslError(f"TLS error sending a file to {sock._describe()}: {exc}") from exc
+    if not encrypted:
+        # The session wants to read first (a renegotiation): the channel's send does that.
         try:
             await tls.send(data)
-        except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+        except (ssl.SSLError, OSError) as exc:
             raise _tls_error(sock, exc) from exc
         progress[0] += len(data)
         return
-    except ssl.SSLError as exc:
-        raise SslError(f"TLS error sending a file to {sock._describe()}: {exc}") from exc
     progress[0] += len(data)  # encrypted: committed to the stream (see the module docstring)
     try:
-        await transport.send(tls._write_bio.read())
+        await tls.flush()
     except OSError as exc:
         raise _send_error(sock, exc) from exc
 
 
 def _tls_error(sock: AsyncSocket, exc: BaseException) -> BaseException:
-    cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
-    if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-        return _send_error(sock, cause)
-    return SslError(f"TLS error sending a file to {sock._describe()}: {cause or exc}")
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
+        return _send_error(sock, exc)
+    return SslError(f"TLS error sending a file to {sock._describe()}: {exc}")

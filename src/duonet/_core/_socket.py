@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 An ``AsyncSocket`` owns a real non-blocking ``socket.socket`` from the moment it is created (so
 options, ``bind_addr`` and ``get_fd`` work before ``connect``/``listen``, as with BSD sockets), a
-:class:`~duonet._buffer.ReadBuffer`, and, once TLS is on, an anyio ``TLSStream`` layered over a
-:class:`~duonet._core._io.RawSocketStream` of the same socket.
+:class:`~duonet._buffer.ReadBuffer`, and, once TLS is on, a
+:class:`~duonet._core._tlschannel.TlsChannel` over the same socket.
 
 Reads are cancel-safe by construction: a chunk returned by the kernel (or by TLS) is fed to the
 buffer before the next ``await``, and bytes leave the buffer only at a ``return``. So a timeout,
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import ByteStream
-from anyio.streams.tls import TLSStream
 
 from .._args import (
     DataLike,
@@ -57,6 +56,9 @@ from .._errors import (
     SocketClosedError,
     SslError,
     is_disconnection_error,
+    os_error_at,
+    tls_read_error,
+    tls_send_error,
     with_address,
 )
 from .._ip import IpAddress
@@ -76,6 +78,7 @@ from ._streams import (
 
 if TYPE_CHECKING:
     from .._tls import SslContext
+    from ._tlschannel import TlsChannel
 
 __all__ = ("AsyncSocket", "dial", "new_async_socket")
 
@@ -142,7 +145,7 @@ class AsyncSocket(ByteStream):
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
         self._bound: Any = None  # the sockaddr given to bind_addr (a renewed socket re-binds it)
-        self._tls: TLSStream | None = None
+        self._tls: TlsChannel | None = None
         self._ssl_context: SslContext | None = None
         self._tls_server_side = False
         self._tls_handshaken = False
@@ -247,9 +250,7 @@ class AsyncSocket(ByteStream):
         )
 
     def _os_error(self, exc: OSError, action: str) -> OSError:
-        if self._closed or exc.errno in (errno.EBADF, errno.ENOTSOCK):
-            return SocketClosedError(f"socket {self._describe()}")
-        return with_address(exc, action, self._describe())
+        return os_error_at(exc, action, self._describe(), self._closed)
 
     async def _fill(self, flags: SocketFlag, limit: int = _CHUNK) -> bool:
         """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
@@ -268,14 +269,13 @@ class AsyncSocket(ByteStream):
             while True:
                 # An exact read (unbuffered) first takes the \n that may complete a \r\n alone.
                 lf_first = limit < _CHUNK and pending_lf(self)
-                try:
-                    data = await tls.receive(1 if lf_first else limit)
-                except anyio.EndOfStream:
+                try:  # (plaintext goes to the buffer as it is decrypted)
+                    got = await tls.receive_into(buf.feed, 1 if lf_first else limit)
+                except (ssl.SSLError, OSError) as exc:
+                    return self._tls_read_error(exc, flags)
+                if not got:  # the peer's close_notify
                     buf.feed_eof()
                     return False
-                except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-                    return self._tls_read_error(exc, flags)
-                buf.feed(data)
                 if not (lf_first and not buf):
                     return True
         sock = self._sock
@@ -321,31 +321,14 @@ class AsyncSocket(ByteStream):
                 raise self._os_error(OSError(code, os.strerror(code)), "receiving from")
         self._buf.feed_eof()
 
-    def _tls_read_error(self, exc: BaseException, flags: SocketFlag) -> bool:
-        cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
-        if isinstance(cause, ssl.SSLZeroReturnError):
-            # The peer's close_notify after ours (send_eof): OpenSSL then reports it as an error
-            # instead of the empty read it gives when the peer closes first.
+    def _tls_read_error(self, exc: OSError, flags: SocketFlag) -> bool:
+        """An error of a TLS read: False (fed as the end of the stream) or raised, as
+        :func:`~duonet._errors.tls_read_error` says."""
+        error = tls_read_error(exc, flags, self._describe(), self._closed)
+        if error is None:
             self._buf.feed_eof()
             return False
-        if isinstance(cause, ssl.SSLEOFError) or (
-            isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF" in str(cause)
-        ):
-            if SAFE_DISCONN in flags:
-                self._buf.feed_eof()
-                return False
-            raise SslError(
-                f"TLS connection with {self._describe()} truncated: the peer closed without "
-                "close_notify"
-            ) from exc
-        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-            if is_disconnection_error(flags, cause.errno or 0) and not self._closed:
-                self._buf.feed_eof()
-                return False
-            raise self._os_error(cause, "receiving from") from exc
-        if self._closed:
-            raise SocketClosedError(f"socket {self._describe()}") from exc
-        raise SslError(f"TLS error receiving from {self._describe()}: {cause}") from exc
+        raise error from exc
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -829,26 +812,19 @@ class AsyncSocket(ByteStream):
             self._peer_went_away(flags)
             return
         try:
-            await self._tls.send(bytes(view))
-        except (anyio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            cause = exc.__cause__ if isinstance(exc, anyio.BrokenResourceError) else exc
-            if cause is None and not self._closed:  # broken earlier by a cancelled send
-                raise BrokenPipeError(
-                    errno.EPIPE,
-                    f"TLS stream to {self._describe()} is broken (an earlier send was "
-                    "interrupted): close it",
-                ) from exc
-            if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
-                if is_disconnection_error(SAFE_DISCONN, cause.errno or 0) and not self._closed:
-                    # The TLS stream is broken for good: later reads see the end of the stream
-                    # (as a plain socket's do after a reset), whatever this call's flags.
-                    self._peer_gone = True
-                    if SAFE_DISCONN in flags:
-                        return
-                raise self._os_error(cause, "sending to") from exc
-            if self._closed:
-                raise SocketClosedError(f"socket {self._describe()}") from exc
-            raise SslError(f"TLS error sending to {self._describe()}: {cause or exc}") from exc
+            await self._tls.send(view)
+        except OSError as exc:  # (ssl.SSLError included)
+            if (
+                not isinstance(exc, ssl.SSLError)
+                and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
+                and not self._closed
+            ):
+                # The TLS stream is broken for good: later reads see the end of the stream (as
+                # a plain socket's do after a reset), whatever this call's flags.
+                self._peer_gone = True
+                if SAFE_DISCONN in flags:
+                    return
+            raise tls_send_error(exc, self._describe(), self._closed) from exc
 
     def _require_connected(self) -> None:
         if self._unconnected:
@@ -879,9 +855,8 @@ class AsyncSocket(ByteStream):
             self._require_connected()
             self._eof_sent = True
             if self._tls is not None:
-                from ._tls import send_eof
-
-                await send_eof(self)
+                # close_notify in full; the peer's close_notify answering it ends the reading
+                await self._tls.send_close_notify_fully()
             try:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
@@ -1320,9 +1295,7 @@ class AsyncSocket(ByteStream):
             return
         self._closed = True
         if self._tls is not None and self._tls_handshaken:
-            from ._tls import send_close_notify
-
-            send_close_notify(self)
+            self._tls.send_close_notify()  # best effort, never waits
         if self._tls_state is not None:
             self._tls_state.close()
         elif not self._listening:

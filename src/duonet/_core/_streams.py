@@ -182,7 +182,7 @@ def tls_line_from_record(sock: AsyncSocket, max_length: int) -> bytes | None:
     first. Loop thread only (``SSLObject``)."""
     tls = sock._tls
     assert tls is not None
-    sslobj = tls._ssl_object
+    sslobj = tls.ssl_object
     read = sslobj.read
     buf = sock._buf
     while sslobj.pending():

@@ -1,28 +1,28 @@
-"""TLS in the core: handshakes, TLS listeners, close_notify, certificate queries.
+"""TLS in the core: handshakes, TLS listeners, no-wait decryption, certificate queries.
 
 Theory of operation
 -------------------
-Data flows through anyio's ``TLSStream`` layered over a :class:`RawSocketStream` of the socket.
-Handshakes, though, are driven here (:class:`_Handshake`), for three reasons measured with
-anyio 4.x:
+Data flows through duonet's own :class:`~duonet._core._tlschannel.TlsChannel` (an
+``SSLObject`` and two ``MemoryBIO`` over the raw socket). Its first use is the handshake, driven
+here (:class:`_Handshake`) as a resumable object, for three reasons:
 
-* a failed handshake must still send its alert to the peer (``TLSStream.wrap`` drops it, so the
-  peer would hang until TCP closes);
+* a failed handshake must still send its alert to the peer (or the peer would hang until TCP
+  closes);
 * a TLS listener must run its clients' handshakes concurrently, and ``accept`` must be able to
   return one client while others are still half-way, without losing them: a handshake here is a
-  resumable object (its ``SSLObject``, its BIOs and the bytes not yet sent survive a cancelled
-  ``await``), parked on the listener until the next ``accept`` drives it on;
+  resumable object (its channel, with the bytes not yet sent, survives a cancelled ``await``),
+  parked on the listener until the next ``accept`` drives it on;
 * STARTTLS: bytes the peer sent right after the upgrade command may already sit in the socket's
   buffer; they are fed to the handshake instead of being lost.
 
-When a handshake completes, its ``SSLObject`` and BIOs become a ``TLSStream``.
+When a handshake completes, its channel becomes the socket's (``AsyncSocket._tls``).
 
-``send_eof()`` sends close_notify in full (``TLSStream.send_eof`` is not implemented) and then
-shuts the write side down; reading goes on, and the peer's close_notify that answers it is the
-end of the stream. ``close()`` sends close_notify and does not wait for the peer's
-(``TLSStream.aclose`` would wait forever for an idle peer). A peer that closes without
-close_notify reads as closed under ``SAFE_DISCONN`` and as ``SslError("... truncated ...")``
-without it (see ``AsyncSocket._fill``).
+Closing is the channel's: ``send_eof()`` sends close_notify in full
+(``TlsChannel.send_close_notify_fully``) and then shuts the write side down; reading goes on,
+and the peer's close_notify that answers it is the end of the stream. ``close()`` sends
+close_notify and does not wait for the peer's (an idle peer might never answer). A peer that
+closes without close_notify reads as closed under ``SAFE_DISCONN`` and as
+``SslError("... truncated ...")`` without it (see ``AsyncSocket._fill``).
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.tls import TLSStream
 
 from .._args import check_address, check_timeout, describe
 from .._enums import SocketFlag
-from .._errors import SocketClosedError, SslError
-from .._tls import SslContext, SslHandshakeType, ssl_error_from
-from ._io import RawSocketStream
+from .._errors import SocketClosedError, SslError, ssl_error_from
+from .._tls import SslContext, SslHandshakeType
+from ._tlschannel import TlsChannel
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -52,15 +51,13 @@ __all__ = (
     "client_handshake",
     "peer_certificates",
     "psk_identity",
-    "send_close_notify",
-    "send_eof",
     "tls_accept",
     "wrap_connected_socket",
     "wrap_socket",
 )
 
 
-_HANDSHAKE_ERRORS = (ssl.SSLError, OSError, anyio.EndOfStream, anyio.BrokenResourceError)
+_HANDSHAKE_ERRORS = (ssl.SSLError, OSError)
 
 
 class _Handshake:
@@ -76,33 +73,15 @@ class _Handshake:
     ) -> None:
         self.sock = sock
         self.ctx = ctx
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
+        incoming = ssl.MemoryBIO()
+        outgoing = ssl.MemoryBIO()
         self.sslobj = ctx._ssl_context_for(server_side).wrap_bio(
-            self.incoming, self.outgoing, server_side=server_side, server_hostname=hostname
+            incoming, outgoing, server_side=server_side, server_hostname=hostname
         )
+        self.channel = TlsChannel(self.sslobj, incoming, outgoing, sock._sock, sock._waiter)
         if leftover:
-            self.incoming.write(leftover)
-        self._unsent = b""
+            self.channel.feed(leftover)
         self.psk_identity = ""
-
-    def _send_nowait(self) -> None:
-        """Send what the handshake has to say, as far as the kernel takes it now."""
-        if self.outgoing.pending:
-            self._unsent += self.outgoing.read()
-        raw = self.sock._sock
-        while self._unsent:
-            try:
-                sent = raw.send(self._unsent)
-            except (BlockingIOError, InterruptedError):
-                return
-            self._unsent = self._unsent[sent:]
-
-    async def _flush(self) -> None:
-        self._send_nowait()
-        while self._unsent:
-            await self.sock._waiter.writable()
-            self._send_nowait()
 
     def _step(self) -> None:
         """One ``do_handshake``; raises ``ssl.SSLWantReadError`` until the peer has said more."""
@@ -116,14 +95,12 @@ class _Handshake:
     def _feed(self, data: bytes) -> None:
         """Give the handshake what a read returned (b"": the end of the stream, or a reset
         that ``connect`` took from the kernel)."""
-        if data:
-            self.incoming.write(data)
-            return
-        code = self.sock._reset_errno
-        if code:
-            self.sock._reset_errno = 0
-            raise OSError(code, os.strerror(code)) from None
-        self.incoming.write_eof()
+        if not data:
+            code = self.sock._reset_errno
+            if code:
+                self.sock._reset_errno = 0
+                raise OSError(code, os.strerror(code)) from None
+        self.channel.feed(data)
 
     def advance_nowait(self) -> bool:
         """Take the handshake as far as the bytes already received allow, never waiting.
@@ -132,11 +109,12 @@ class _Handshake:
         :meth:`run` would raise.
         """
         raw = self.sock._sock
+        channel = self.channel
         while True:
             try:
                 self._step()
             except ssl.SSLWantReadError:
-                self._send_nowait()
+                channel.push()
                 try:
                     data = raw.recv(65536)
                 except (BlockingIOError, InterruptedError):
@@ -144,29 +122,19 @@ class _Handshake:
                 self._feed(data)
                 continue
             except ssl.SSLError:
-                self._flush_alert()
+                channel.push_quietly()  # the alert: tell the peer why, before we close
                 raise
-            self._send_nowait()
-            return not self._unsent  # the rest goes out when run() resumes
-
-    def _flush_alert(self) -> None:
-        # Best effort, never waits: tell the peer why (an alert record) before we close.
-        data = self._unsent + self.outgoing.read()
-        self._unsent = b""
-        if data:
-            try:
-                self.sock._sock.send(data)
-            except OSError:
-                pass
+            return channel.push()  # the rest goes out when run() resumes
 
     async def run(self) -> None:
         """Drive the handshake to its end; raises what the ``ssl`` module or the socket raised."""
         raw = self.sock._sock
+        channel = self.channel
         while True:
             try:
                 self._step()
             except ssl.SSLWantReadError:
-                await self._flush()
+                await channel.flush()
                 try:
                     data = raw.recv(65536)
                 except (BlockingIOError, InterruptedError):
@@ -175,25 +143,15 @@ class _Handshake:
                 self._feed(data)
                 continue
             except ssl.SSLError:
-                self._flush_alert()
+                channel.push_quietly()  # the alert: tell the peer why, before we close
                 raise
-            await self._flush()
+            await channel.flush()
             return
-
-    def stream(self) -> TLSStream:
-        """The ``TLSStream`` that carries the data once the handshake is done."""
-        return TLSStream(
-            transport_stream=RawSocketStream(self.sock._sock, self.sock._waiter),
-            standard_compatible=True,
-            _ssl_object=self.sslobj,
-            _read_bio=self.incoming,
-            _write_bio=self.outgoing,
-        )
 
     def install(self) -> None:
         """Make the socket a TLS socket over this completed handshake."""
         sock = self.sock
-        sock._tls = self.stream()
+        sock._tls = self.channel
         sock._tls_handshaken = True
         sock._psk_identity = self.psk_identity
 
@@ -463,87 +421,27 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return errors[0] if len(errors) == 1 else whole
 
 
-def send_close_notify(core: AsyncSocket) -> None:
-    """Queue and send our close_notify without waiting for the peer's (best effort)."""
-    tls = core._tls
-    if tls is None:
-        return
-    sslobj: ssl.SSLObject = tls._ssl_object
-    try:
-        sslobj.unwrap()
-    except (ssl.SSLError, ValueError):
-        pass  # SSLWantReadError: ours is queued; the peer's is not awaited
-    transport: Any = tls.transport_stream
-    data = transport.unsent + tls._write_bio.read()  # records a cancelled send left go first
-    transport.unsent = b""
-    if data:
-        try:
-            core._sock.send(data)
-        except OSError:
-            pass
-
-
-async def send_eof(core: AsyncSocket) -> None:
-    """Our close_notify, sent in full (waiting for the socket to take it), then ``SHUT_WR``.
-
-    Reading goes on: OpenSSL reads after sending close_notify, and the peer's close_notify that
-    answers ours reads as the end of the stream. A peer already gone is no error.
-    """
-    tls = core._tls
-    assert tls is not None
-    sslobj: ssl.SSLObject = tls._ssl_object
-    try:
-        sslobj.unwrap()
-    except (ssl.SSLError, ValueError):
-        pass  # SSLWantReadError: ours is queued; the peer's is not awaited
-    data = tls._write_bio.read()
-    try:
-        await tls.transport_stream.send(data)
-    except OSError:
-        pass  # the peer is gone: it has nothing left to read
-
-
 def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
     """Decrypt what the kernel already holds into ``core``'s buffer, never waiting.
 
     The TLS half of ``AsyncSocket._pull_nowait``, for ``read_line_nowait``: True if plaintext
     was added. A closed or truncated stream is fed to the buffer as EOF (``SAFE_DISCONN``'s
     rule); other errors raise as an awaited read would. Runs in the loop's thread only (the
-    ``SSLObject`` is not thread-safe); records we must answer (a TLS 1.3 key update) stay in the
-    outgoing BIO, which the next send or awaited read flushes first.
+    ``SSLObject`` is not thread-safe); records we must answer (a TLS 1.3 key update) are handed
+    to the kernel without waiting, and what it does not take goes out with the next write.
     """
     tls = core._tls
     assert tls is not None
-    sslobj: ssl.SSLObject = tls._ssl_object
-    incoming: ssl.MemoryBIO = tls._read_bio
-    flags = SocketFlag.SAFE_DISCONN
-    while True:
-        try:
-            data = sslobj.read(chunk)
-        except ssl.SSLWantReadError:
-            if incoming.eof:
-                return False
-            try:
-                raw = core._sock.recv(65536)  # ciphertext: OpenSSL's buffer, not duonet's
-            except (BlockingIOError, InterruptedError):
-                return False  # nothing more has arrived: nothing was consumed
-            except OSError as exc:
-                return core._tls_read_error(exc, flags)
-            if raw:
-                incoming.write(raw)
-            else:
-                incoming.write_eof()  # the next read says whether close_notify came first
-            continue
-        except ssl.SSLZeroReturnError:  # the peer's close_notify
-            core._buf.feed_eof()
-            return False
-        except ssl.SSLError as exc:
-            return core._tls_read_error(exc, flags)
-        if not data:
-            core._buf.feed_eof()
-            return False
-        core._buf.feed(data)
-        return True
+    try:
+        got = tls.receive_nowait_into(core._buf.feed, chunk)
+    except (ssl.SSLError, OSError) as exc:
+        return core._tls_read_error(exc, SocketFlag.SAFE_DISCONN)
+    if got is None:
+        return False  # nothing more has arrived: nothing was consumed
+    if not got:
+        core._buf.feed_eof()
+        return False
+    return True
 
 
 def peer_certificates(core: AsyncSocket) -> list[bytes]:
@@ -551,19 +449,13 @@ def peer_certificates(core: AsyncSocket) -> list[bytes]:
     tls = core._tls
     if tls is None:
         return []
-    sslobj: ssl.SSLObject = tls._ssl_object
+    sslobj = tls.ssl_object
     if sys.version_info >= (3, 13):
-        chain = sslobj.get_verified_chain()
+        chain = sslobj.get_verified_chain()  # DER bytes
         if chain:
-            return [_der(cert) for cert in chain]
+            return [bytes(cert) for cert in chain]
     leaf = sslobj.getpeercert(binary_form=True)
     return [leaf] if leaf else []
-
-
-def _der(cert: Any) -> bytes:
-    if isinstance(cert, (bytes, bytearray)):
-        return bytes(cert)
-    return bytes(cert.public_bytes(ssl._ssl.ENCODING_DER))  # type: ignore[attr-defined]
 
 
 def psk_identity(core: AsyncSocket) -> str:
