@@ -1,4 +1,4 @@
-"""Tests of duonet's TLS context layer (``duonet._tls``), with no network at all.
+"""Tests of duonet's TLS context layer (``duonet._sslcontext``), with no network at all.
 
 Handshakes run between a client and a server ``ssl.SSLObject`` joined by ``ssl.MemoryBIO`` pairs,
 exactly as the async core will drive them, only without sockets. Every certificate comes from
@@ -26,7 +26,7 @@ from anyio.streams.stapled import StapledObjectStream
 from anyio.streams.tls import TLSStream
 
 from duonet._errors import SslError
-from duonet._tls import (
+from duonet._sslcontext import (
     CIPHERS_INTERMEDIATE,
     CIPHERS_MODERN,
     CIPHERS_OLD,

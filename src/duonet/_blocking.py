@@ -33,7 +33,7 @@ from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag
 from ._errors import BusyError, SocketClosedError
 from ._ip import IpAddress
 from ._portal import IN_LOOP_MESSAGE, in_event_loop
-from ._tls import SslContext, SslHandshakeType
+from ._sslcontext import SslContext, SslHandshakeType
 
 __all__ = ("Socket", "dial", "new_socket", "wrap_connected_socket")
 

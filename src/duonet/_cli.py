@@ -27,7 +27,7 @@ from ._enums import SOBool, SocketFlag
 from ._errors import SocketClosedError, SslError
 from ._ip import parse_ip_address
 from ._server import serve
-from ._tls import SslCVerifyMode, new_context
+from ._sslcontext import SslCVerifyMode, new_context
 
 __all__ = ("main",)
 

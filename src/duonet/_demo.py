@@ -21,7 +21,7 @@ from ._blocking import Socket, new_socket
 from ._core._tls import wrap_connected_socket as aio_wrap_connected_socket
 from ._core._tls import wrap_socket
 from ._server import serve
-from ._tls import SslContext, SslCVerifyMode, SslHandshakeType, new_context
+from ._sslcontext import SslContext, SslCVerifyMode, SslHandshakeType, new_context
 
 __all__ = ("main",)
 

@@ -56,7 +56,7 @@ from ._enums import SocketFlag
 from ._errors import SslError
 from ._ip import IpAddress
 from ._portal import IN_LOOP_MESSAGE, in_event_loop
-from ._tls import SslContext, SslHandshakeType
+from ._sslcontext import SslContext, SslHandshakeType
 
 __all__ = ("Server", "serve", "serve_unix")
 

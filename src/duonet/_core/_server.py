@@ -43,7 +43,7 @@ from .._args import check_timeout as _check_timeout
 from .._enums import IpAddressFamily, SOBool
 from .._errors import SocketClosedError, SslError
 from .._ip import IpAddress, parse_ip_address
-from .._tls import SslContext, SslHandshakeType
+from .._sslcontext import SslContext, SslHandshakeType
 from ._resolve import endpoint
 from ._socket import AsyncSocket
 from ._tls import wrap_connected_socket

@@ -77,7 +77,7 @@ from ._streams import (
 )
 
 if TYPE_CHECKING:
-    from .._tls import SslContext
+    from .._sslcontext import SslContext
     from ._tlschannel import TlsChannel
 
 __all__ = ("AsyncSocket", "dial", "new_async_socket")

@@ -38,7 +38,7 @@ import anyio
 from .._args import check_address, check_timeout, describe
 from .._enums import SocketFlag
 from .._errors import SocketClosedError, SslError, ssl_error_from
-from .._tls import SslContext, SslHandshakeType
+from .._sslcontext import SslContext, SslHandshakeType
 from ._tlschannel import TlsChannel
 
 if sys.version_info < (3, 11):

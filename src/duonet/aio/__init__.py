@@ -46,16 +46,16 @@ if TYPE_CHECKING:
     from .._ip import is_ip_address as is_ip_address
     from .._ip import parse_ip_address as parse_ip_address
     from .._ip import to_sock_addr as to_sock_addr
-    from .._tls import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
-    from .._tls import CIPHERS_MODERN as CIPHERS_MODERN
-    from .._tls import CIPHERS_OLD as CIPHERS_OLD
-    from .._tls import SslAcceptResult as SslAcceptResult
-    from .._tls import SslContext as SslContext
-    from .._tls import SslCVerifyMode as SslCVerifyMode
-    from .._tls import SslHandshakeType as SslHandshakeType
-    from .._tls import SslProtVersion as SslProtVersion
-    from .._tls import destroy_context as destroy_context
-    from .._tls import new_context as new_context
+    from .._sslcontext import CIPHERS_INTERMEDIATE as CIPHERS_INTERMEDIATE
+    from .._sslcontext import CIPHERS_MODERN as CIPHERS_MODERN
+    from .._sslcontext import CIPHERS_OLD as CIPHERS_OLD
+    from .._sslcontext import SslAcceptResult as SslAcceptResult
+    from .._sslcontext import SslContext as SslContext
+    from .._sslcontext import SslCVerifyMode as SslCVerifyMode
+    from .._sslcontext import SslHandshakeType as SslHandshakeType
+    from .._sslcontext import SslProtVersion as SslProtVersion
+    from .._sslcontext import destroy_context as destroy_context
+    from .._sslcontext import new_context as new_context
 else:
     # Each name is imported on first use (PEP 562); type checkers see the imports above.
     __getattr__ = _exports.lazy(__name__, globals())
