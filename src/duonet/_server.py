@@ -38,6 +38,7 @@ from ._core import _fastpath
 from ._core._resolve import endpoint
 from ._core._server import (
     RETRY_DELAY,
+    BoundAddress,
     UnixFile,
     accept_failed,
     check_options,
@@ -68,7 +69,7 @@ SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 _STUCK_REPORT = 5.0
 
 
-class Server:
+class Server(BoundAddress):
     """A blocking server running in threads of its own; made by :func:`serve`/:func:`serve_unix`.
 
     ``with serve(...) as server:`` closes it on exit. :meth:`serve_forever` blocks until it is
@@ -77,8 +78,6 @@ class Server:
 
     _listener: Socket
     _where: str  # the address (host:port, or the path) as logs and thread names give it
-    _address: str
-    _port: int
     _handler: Handler
     _ssl_context: SslContext | None
     _max_clients: int
@@ -150,16 +149,6 @@ class Server:
         return self
 
     # -- what the user sees -----------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        """The bound port (also when ``port=0`` was asked); ``0`` for a Unix socket."""
-        return self._port
-
-    @property
-    def address(self) -> str:
-        """The bound address as text (``"0.0.0.0"`` for ``address=""``); the path for Unix."""
-        return self._address
 
     @property
     def clients(self) -> int:

@@ -282,7 +282,26 @@ def accept_failed(where: str, exc: OSError) -> bool:
 # -- the async server ---------------------------------------------------------------------------
 
 
-class Server:
+class BoundAddress:
+    """What both faces' servers say about where they listen (``.port`` and ``.address``)."""
+
+    __slots__ = ()
+
+    _address: str
+    _port: int
+
+    @property
+    def port(self) -> int:
+        """The bound port (also when ``port=0`` was asked); ``0`` for a Unix socket."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """The bound address as text (``"0.0.0.0"`` for ``address=""``); the path for Unix."""
+        return self._address
+
+
+class Server(BoundAddress):
     """A running :func:`serve` or :func:`serve_unix`, as ``task_group.start(...)`` gives it.
 
     Cancel the task (or the task group) that runs ``serve`` to stop it: the listener is
@@ -291,8 +310,6 @@ class Server:
 
     __slots__ = ("_address", "_clients", "_port", "_tls")
 
-    _address: str
-    _port: int
     _tls: bool
     _clients: int
 
@@ -307,16 +324,6 @@ class Server:
         self._tls = tls
         self._clients = 0
         return self
-
-    @property
-    def port(self) -> int:
-        """The bound port (also when ``port=0`` was asked); ``0`` for a Unix socket."""
-        return self._port
-
-    @property
-    def address(self) -> str:
-        """The bound address as text (``"0.0.0.0"`` for ``address=""``); the path for Unix."""
-        return self._address
 
     @property
     def clients(self) -> int:
