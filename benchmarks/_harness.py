@@ -39,6 +39,7 @@ __all__ = (
     "Config",
     "Peer",
     "Sample",
+    "HelperProcess",
     "ServerProcess",
     "Stopwatch",
     "Table",
@@ -433,6 +434,56 @@ def render(table: Table) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.extend(["", *table.notes])
     return "\n".join(lines).rstrip() + "\n"
+
+
+# -- helper processes ---------------------------------------------------------------------------
+
+
+class HelperProcess:
+    """A load-generating client script in its own process, pinned like the servers.
+
+    It prints ``READY`` once started, answers each stdin command with one line, and exits when
+    its stdin closes (so it never outlives the benchmark).
+    """
+
+    def __init__(self, script: str, *args: str) -> None:
+        env = dict(os.environ)
+        if _server_cpu is not None:
+            env["DUONET_BENCH_CPU"] = str(_server_cpu)
+        self.proc = subprocess.Popen(
+            [sys.executable, script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=env,
+        )
+        self.expect("READY")
+
+    def expect(self, word: str) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith(word):
+            raise RuntimeError(f"{Path(self.proc.args[1]).name} said {line!r}, expected {word!r}")
+        return line
+
+    def command(self, line: str, answer: str) -> str:
+        """Send ``line`` and return the answer, which must start with ``answer``."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        return self.expect(answer)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 # -- the server process -------------------------------------------------------------------------

@@ -20,8 +20,6 @@ import resource
 import socket
 import socketserver
 import ssl
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,10 +33,10 @@ import trustme
 import duonet
 from duonet import aio
 
-from . import _harness
 from ._harness import (
     HOST,
     Config,
+    HelperProcess,
     Peer,
     Sample,
     Stopwatch,
@@ -52,47 +50,16 @@ from ._harness import (
 CLIENT_SCRIPT = str(Path(__file__).with_name("_load_client.py"))
 
 
-class LoadClient:
+class LoadClient(HelperProcess):
     """``_load_client.py`` in its own process; it exits when its stdin closes."""
 
     def __init__(self, cafile: str) -> None:
-        env = dict(os.environ)
-        if _harness._server_cpu is not None:
-            env["DUONET_BENCH_CPU"] = str(_harness._server_cpu)
-        self.proc = subprocess.Popen(
-            [sys.executable, CLIENT_SCRIPT, cafile],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=env,
-        )
-        self._expect("READY")
-
-    def _expect(self, word: str) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith(word):
-            raise RuntimeError(f"load client said {line!r}, expected {word!r}")
-        return line
+        super().__init__(CLIENT_SCRIPT, cafile)
 
     def run(self, port: int, connections: int, rounds: int, tls: bool) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"RUN {port} {connections} {rounds} {int(tls)}\n")
-        self.proc.stdin.flush()
-        bad = int(self._expect("DONE").split()[1])
+        answer = self.command(f"RUN {port} {connections} {rounds} {int(tls)}", "DONE")
+        bad = int(answer.split()[1])
         check(bad == 0, f"{bad} of {connections} connections failed or got a wrong answer")
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 class Workload:

@@ -14,11 +14,8 @@ Two tables: the blocking servers (reference: ``socketserver.ThreadingTCPServer``
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import socketserver
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -31,10 +28,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import duonet
 from duonet import aio
 
-from . import _harness
 from ._harness import (
     HOST,
     Config,
+    HelperProcess,
     Peer,
     Sample,
     Stopwatch,
@@ -49,48 +46,16 @@ CONCURRENCY = 8
 CLIENT_SCRIPT = str(Path(__file__).with_name("_serve_client.py"))
 
 
-class ClientProcess:
+class ClientProcess(HelperProcess):
     """``_serve_client.py`` in its own process; it exits when its stdin closes."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        if _harness._server_cpu is not None:
-            env["DUONET_BENCH_CPU"] = str(_harness._server_cpu)
-        self.proc = subprocess.Popen(
-            [sys.executable, CLIENT_SCRIPT],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-            env=env,
-        )
-        self._expect("READY")
-
-    def _expect(self, word: str) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if not line.startswith(word):
-            raise RuntimeError(f"client process said {line!r}, expected {word!r}")
-        return line
+        super().__init__(CLIENT_SCRIPT)
 
     def run(self, port: int, count: int) -> None:
         """Make ``count`` connections to ``port``; every answer must be right."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"RUN {port} {count} {CONCURRENCY}\n")
-        self.proc.stdin.flush()
-        bad = int(self._expect("DONE").split()[1])
+        bad = int(self.command(f"RUN {port} {count} {CONCURRENCY}", "DONE").split()[1])
         check(bad == 0, f"{bad} of {count} connections failed or got a wrong answer")
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 #: A peer: serve ``count`` connections of the client process, timed.
