@@ -139,3 +139,26 @@ def test_resolving_a_name_leaves_no_thread(portal_backend: str, listener: socket
             break
         time.sleep(0.01)
     assert extra == ["duonet-portal"]
+
+
+# -- a connect that reaches the connecting socket itself ----------------------------------------
+
+
+async def test_aio_connect_to_its_own_port_is_refused(anyio_backend: str) -> None:
+    """Connecting to a local port where nothing listens can "succeed" on Linux when the socket's
+    own port is that port (TCP simultaneous open): duonet reports the refusal it is."""
+    async with aio.new_async_socket() as s:
+        s.bind_addr(0, "127.0.0.1")
+        port = s.get_local_addr()[1]
+        with pytest.raises(ConnectionRefusedError, match="connecting socket itself"):
+            await s.connect("127.0.0.1", port, timeout=TIMEOUT)
+
+
+def test_blocking_connect_to_its_own_port_is_refused(portal_backend: str) -> None:
+    with duonet.new_socket() as s:
+        s.bind_addr(0, "127.0.0.1")
+        port = s.get_local_addr()[1]
+        with pytest.raises(ConnectionRefusedError, match="connecting socket itself"):
+            s.connect("127.0.0.1", port, timeout=TIMEOUT)
+        with pytest.raises(OSError, match="not connected"):
+            s.send(b"x")  # refused: the socket is not a connected one

@@ -79,6 +79,7 @@ async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> int
     while True:
         err = sock.connect_ex(sockaddr)
         if err in (0, errno.EISCONN):
+            _refuse_self_connect(sock)
             return 0
         if err in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
             if err == errno.EWOULDBLOCK and sock.family == getattr(socket, "AF_UNIX", None):
@@ -90,10 +91,33 @@ async def connect_raw(sock: socket.socket, sockaddr: Any, waiter: Waiter) -> int
             await waiter.writable()
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err == 0 or (err in _RESET_AFTER_HANDSHAKE and sock.type == socket.SOCK_STREAM):
+                if err == 0:
+                    _refuse_self_connect(sock)
                 return err
         if err == errno.EINTR:
             continue
         raise OSError(err, errno_text(err))
+
+
+def _refuse_self_connect(sock: socket.socket) -> None:
+    """A TCP connect that reached the connecting socket itself is a refusal, not a connection.
+
+    Connecting to a local port where nothing listens can succeed on Linux when the kernel picks
+    that very port as the socket's own (TCP simultaneous open): the "peer" is the socket, and the
+    first read would return what it sent. Go's ``net.Dial`` treats this the same way.
+    """
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        local, peer = sock.getsockname(), sock.getpeername()
+    except OSError:
+        return
+    if local[:2] == peer[:2]:
+        raise ConnectionRefusedError(
+            errno.ECONNREFUSED,
+            "Connection refused (nothing listens there: the connect reached the connecting "
+            "socket itself)",
+        )
 
 
 def errno_text(code: int) -> str:
