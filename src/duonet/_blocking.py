@@ -23,10 +23,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _portal
+from ._args import DataLike as _DataLike
 from ._args import check_flags, check_max_length, check_timeout
 from ._buffer import EMPTY_LINE
 from ._core import _fastpath
-from ._core._socket import AsyncSocket, _DataLike
+from ._core._socket import AsyncSocket
 from ._core._socket import dial as _aio_dial
 from ._core._tls import wrap_connected_socket as _aio_wrap_connected_socket
 from ._enums import MAX_LINE_LENGTH, ReadLineResult, SOBool, SocketFlag

@@ -26,7 +26,10 @@ import socket
 
 from .._args import DataLike, check_bytes_view, check_flags, check_size, check_timeout
 from .._enums import MAX_LINE_LENGTH, SocketFlag
-from ._socket import AsyncSocket, _writable_view
+from ._accept import accept_raw_nowait
+from ._datagram import recv_datagram_nowait, recv_from_ready
+from ._reading import writable_view
+from ._socket import AsyncSocket
 from ._streams import recv_line_unbuffered_nowait, unbuffered_lines_supported
 
 __all__ = ("accept", "accept_addr", "recv", "recv_from", "recv_into", "recv_line", "send", "skip")
@@ -42,13 +45,13 @@ def recv(
     if size == 0 or sock._closed:
         return None
     if sock._type == socket.SOCK_DGRAM:
-        return buf.take(size) if buf else sock._recv_datagram_nowait(size, flags)
+        return buf.take(size) if buf else recv_datagram_nowait(sock, size)
     if not sock._buffered:
         if not buf:
-            sock._pull_nowait(flags, size)
+            sock._transport.pull_nowait(flags, size)
         return buf.take(size) if buf else None
     while len(buf) < size:
-        if not sock._pull_nowait(flags):
+        if not sock._transport.pull_nowait(flags):
             return None
     return buf.take(size)
 
@@ -71,7 +74,7 @@ def recv_line(
             if unbuffered_lines_supported(sock) and not sock._gone_nowait():
                 return recv_line_unbuffered_nowait(sock, flags, max_length)
             return None  # the awaited call reads no further than the line
-        if sock._pull_nowait(flags):
+        if sock._transport.pull_nowait(flags):
             line = sock._buf.take_line(max_length)
     return line
 
@@ -83,7 +86,7 @@ def recv_into(
     timeout: float | None = None,
     flags: SocketFlag = SAFE_DISCONN,
 ) -> int | None:
-    view = _writable_view(buffer)
+    view = writable_view(buffer)
     size = sock._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
     if sock._closed or sock._tls is not None or size == 0 or size > len(view):
         return None
@@ -91,7 +94,7 @@ def recv_into(
     got = sock._buf.take_into(view)
     if got < size and not sock._buf.direct_ok:
         # a \n to skip (or EOF): let the buffer see the next bytes first
-        if not sock._pull_nowait(flags, sock._limit(size - got)) and not sock._buf.eof:
+        if not sock._transport.pull_nowait(flags, sock._limit(size - got)) and not sock._buf.eof:
             sock._buf.unread(bytes(view[:got]))
             return None
         got += sock._buf.take_into(view[got:])
@@ -125,7 +128,7 @@ def skip(sock: AsyncSocket, size: int, timeout: float | None = None) -> int | No
         return None
     buf = sock._buf
     while len(buf) < size:
-        if not sock._pull_nowait(SAFE_DISCONN, sock._limit(size)):
+        if not sock._transport.pull_nowait(SAFE_DISCONN, sock._limit(size)):
             return None
     return buf.discard(size)
 
@@ -183,7 +186,7 @@ def accept_addr(
     check_timeout(timeout)
     if sock._closed or sock._ssl_context is not None:
         return None
-    return sock._accept_raw_nowait(flags, inheritable)
+    return accept_raw_nowait(sock, flags, inheritable)
 
 
 def recv_from(
@@ -191,4 +194,4 @@ def recv_from(
 ) -> tuple[bytes, str, int] | None:
     length = check_size(length, "length")
     check_timeout(timeout)
-    return sock._recv_from_ready(length)
+    return recv_from_ready(sock, length)

@@ -26,7 +26,7 @@ from .._args import check_size, check_timeout
 from .._errors import SslError
 
 if TYPE_CHECKING:
-    from ._socket import AsyncSocket
+    from ._state import SocketState
 
 __all__ = ("send_file",)
 
@@ -80,13 +80,13 @@ def _fileno(file: IO[bytes]) -> int | None:
 
 
 async def send_file(
-    sock: AsyncSocket,
+    sock: SocketState,
     file: object,
     offset: int = 0,
     count: int | None = None,
     timeout: float | None = None,
 ) -> int:
-    """The core of ``AsyncSocket.send_file`` (see its docstring)."""
+    """The core of ``SocketState.send_file`` (see its docstring)."""
     offset = _check_count("offset", offset)
     if count is not None:
         count = _check_count("count", count)
@@ -127,12 +127,12 @@ async def send_file(
             fobj.close()
 
 
-def _send_error(sock: AsyncSocket, exc: OSError) -> OSError:
+def _send_error(sock: SocketState, exc: OSError) -> OSError:
     return sock._os_error(exc, "sending a file to")
 
 
 async def _zero_copy(
-    sock: AsyncSocket, fd: int, offset: int, count: int | None, progress: list[int]
+    sock: SocketState, fd: int, offset: int, count: int | None, progress: list[int]
 ) -> bool:
     """``os.sendfile`` until ``count`` bytes (or EOF); False if the kernel refuses these
     descriptors before anything was sent (the caller sends in chunks then)."""
@@ -158,7 +158,7 @@ async def _zero_copy(
 
 
 async def _chunks(
-    sock: AsyncSocket, fobj: IO[bytes], offset: int, count: int | None, progress: list[int]
+    sock: SocketState, fobj: IO[bytes], offset: int, count: int | None, progress: list[int]
 ) -> None:
     """Read and send chunk by chunk (TLS, or a file without a usable descriptor)."""
     try:
@@ -180,7 +180,7 @@ async def _chunks(
             await _send_plain_chunk(sock, memoryview(chunk), progress)
 
 
-async def _send_plain_chunk(sock: AsyncSocket, view: memoryview, progress: list[int]) -> None:
+async def _send_plain_chunk(sock: SocketState, view: memoryview, progress: list[int]) -> None:
     raw = sock._sock
     while view:
         try:
@@ -194,7 +194,7 @@ async def _send_plain_chunk(sock: AsyncSocket, view: memoryview, progress: list[
         view = view[sent:]
 
 
-async def _send_tls_chunk(sock: AsyncSocket, data: bytes, progress: list[int]) -> None:
+async def _send_tls_chunk(sock: SocketState, data: bytes, progress: list[int]) -> None:
     tls = sock._tls
     assert tls is not None
     if sock._peer_gone:
@@ -222,7 +222,7 @@ async def _send_tls_chunk(sock: AsyncSocket, data: bytes, progress: list[int]) -
         raise _send_error(sock, exc) from exc
 
 
-def _tls_error(sock: AsyncSocket, exc: BaseException) -> BaseException:
+def _tls_error(sock: SocketState, exc: BaseException) -> BaseException:
     if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError):
         return _send_error(sock, exc)
     return SslError(f"TLS error sending a file to {sock._describe()}: {exc}")

@@ -1,12 +1,7 @@
-"""Stream helpers of ``AsyncSocket``: line iteration, unbuffered line reads, the drain at close,
-anyio attributes, and the argument checks of the methods added in the second release.
+"""Stream helpers of ``AsyncSocket``: unbuffered line reads, the drain at close, anyio attributes.
 
 Theory of operation
 -------------------
-*Iteration* owns no byte: each step is one ``recv_line`` of the socket with the iterator's
-arguments, so the socket's own buffer does the reading ahead, and any other read made between two
-steps (or after the loop was left) sees exactly the bytes not yet yielded.
-
 *Unbuffered line reads* (``buffered=False``, plain sockets) take from the kernel exactly the line
 and its terminator: the kernel's queue is peeked (``MSG_PEEK``), the extent of the next line is
 found with the buffer's rules (:func:`line_extent`), and exactly that many bytes are read and run
@@ -37,7 +32,7 @@ import select
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -46,10 +41,9 @@ from anyio.abc import SocketAttribute
 from .._enums import SocketFlag
 
 if TYPE_CHECKING:
-    from ._socket import AsyncSocket
+    from ._state import SocketState
 
 __all__ = (
-    "LineIterator",
     "drain_unread",
     "extra_attributes",
     "line_extent",
@@ -69,35 +63,6 @@ _PEEK_START = 4096
 #: A partial unbuffered line this long that stops growing is moved to the buffer (the kernel's
 #: queue is full: waiting for its end without taking anything would wait forever).
 _HOLD_AFTER = 1 << 16
-
-
-# -- iteration --------------------------------------------------------------------------------
-
-
-class LineIterator(AsyncIterator[bytes]):
-    """``AsyncSocket.lines()``: one ``recv_line`` per step, ending (unyielded) at ``b""``."""
-
-    __slots__ = ("_args", "_sock")
-
-    def __init__(
-        self, sock: AsyncSocket, timeout: float | None, flags: SocketFlag, max_length: int
-    ) -> None:
-        self._sock = sock
-        self._args = (timeout, flags, max_length)
-
-    def __aiter__(self) -> LineIterator:
-        return self
-
-    async def __anext__(self) -> bytes:
-        sock = self._sock
-        if not sock._reading:  # a line already split out: recv_line's own first step, inlined
-            line = sock._buf.take_line(self._args[2])
-            if line is not None:
-                return line
-        line = await sock.recv_line(*self._args)
-        if not line:
-            raise StopAsyncIteration
-        return line
 
 
 # -- unbuffered line reads --------------------------------------------------------------------
@@ -121,7 +86,7 @@ def line_extent(data: bytes, max_length: int) -> int | None:
     return None
 
 
-def pending_lf(sock: AsyncSocket) -> bool:
+def pending_lf(sock: SocketState) -> bool:
     # The buffer is empty: it refuses direct reads only while a \n after a lone \r is to be
     # skipped.
     buf = sock._buf
@@ -138,7 +103,7 @@ def _peer_shut(fd: int) -> bool:
     )
 
 
-def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: int) -> Any:
+def _line_step(sock: SocketState, flags: SocketFlag, max_length: int, window: int) -> Any:
     """One non-blocking look at the kernel for an unbuffered ``recv_line``.
 
     Returns the line (``bytes``, ``b""`` at the end of the stream), or the number of bytes peeked
@@ -176,7 +141,7 @@ def _line_step(sock: AsyncSocket, flags: SocketFlag, max_length: int, window: in
         return line if line is not None else buf.take_rest_line(max_length)
 
 
-def tls_line_from_record(sock: AsyncSocket, max_length: int) -> bytes | None:
+def tls_line_from_record(sock: SocketState, max_length: int) -> bytes | None:
     """The next line of an unbuffered TLS socket, taken a byte at a time from what the
     ``SSLObject`` has already decrypted (never past the line); ``None`` if the record ran out
     first. Loop thread only (``SSLObject``)."""
@@ -206,18 +171,18 @@ def tls_line_from_record(sock: AsyncSocket, max_length: int) -> bytes | None:
     return None
 
 
-def unbuffered_lines_supported(sock: AsyncSocket) -> bool:
+def unbuffered_lines_supported(sock: SocketState) -> bool:
     """Can ``recv_line`` on this socket take exactly one line from the kernel?"""
     return sock._tls is None and _POLLRDHUP is not None
 
 
-def _full_window(sock: AsyncSocket, max_length: int) -> int:
+def _full_window(sock: SocketState, max_length: int) -> int:
     # the rest of the longest piece, and a \r\n after it
     return max_length - len(sock._buf) + 2
 
 
 def recv_line_unbuffered_nowait(
-    sock: AsyncSocket, flags: SocketFlag, max_length: int
+    sock: SocketState, flags: SocketFlag, max_length: int
 ) -> bytes | None:
     """The next line if the kernel already holds all of it, else ``None`` (nothing consumed)."""
     full = _full_window(sock, max_length)
@@ -235,7 +200,7 @@ def recv_line_unbuffered_nowait(
     return found
 
 
-async def recv_line_unbuffered(sock: AsyncSocket, flags: SocketFlag, max_length: int) -> bytes:
+async def recv_line_unbuffered(sock: SocketState, flags: SocketFlag, max_length: int) -> bytes:
     """``recv_line`` of an unbuffered plain socket: takes exactly the line from the kernel.
 
     A partial line is left in the kernel while more is awaited, except when it grows past what
@@ -282,7 +247,7 @@ def _hold_after(raw: socket.socket) -> int:
         return _HOLD_AFTER
 
 
-async def _wait_more(sock: AsyncSocket, raw: socket.socket, low: int) -> None:
+async def _wait_more(sock: SocketState, raw: socket.socket, low: int) -> None:
     """Wait until the kernel holds at least ``low`` bytes (or the stream ends)."""
     try:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, low)
@@ -394,7 +359,7 @@ def _convert(addr: Any) -> Any:
     return addr
 
 
-def extra_attributes(sock: AsyncSocket) -> dict[Any, Callable[[], Any]]:
+def extra_attributes(sock: SocketState) -> dict[Any, Callable[[], Any]]:
     """``SocketAttribute`` values of the socket (and ``TLSAttribute`` ones once TLS is on)."""
     raw = sock._sock
     attributes: dict[Any, Callable[[], Any]] = {}

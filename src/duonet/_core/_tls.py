@@ -15,14 +15,14 @@ here (:class:`_Handshake`) as a resumable object, for three reasons:
 * STARTTLS: bytes the peer sent right after the upgrade command may already sit in the socket's
   buffer; they are fed to the handshake instead of being lost.
 
-When a handshake completes, its channel becomes the socket's (``AsyncSocket._tls``).
+When a handshake completes, its channel becomes the socket's transport (``_transport.TlsStream``).
 
 Closing is the channel's: ``send_eof()`` sends close_notify in full
 (``TlsChannel.send_close_notify_fully``) and then shuts the write side down; reading goes on,
 and the peer's close_notify that answers it is the end of the stream. ``close()`` sends
 close_notify and does not wait for the peer's (an idle peer might never answer). A peer that
 closes without close_notify reads as closed under ``SAFE_DISCONN`` and as
-``SslError("... truncated ...")`` without it (see ``AsyncSocket._fill``).
+``SslError("... truncated ...")`` without it (see ``_transport.TlsStream``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import collections
 import os
 import ssl
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic
 
 import anyio
 
@@ -39,15 +39,16 @@ from .._args import check_address, check_timeout, describe
 from .._enums import SocketFlag
 from .._errors import SocketClosedError, SslError, ssl_error_from
 from .._sslcontext import SslContext, SslHandshakeType
+from ._accept import accept_plain, accept_raw_nowait
+from ._state import S, SocketState
 from ._tlschannel import TlsChannel
+from ._transport import TlsStream
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-if TYPE_CHECKING:
-    from ._socket import AsyncSocket
-
 __all__ = (
+    "ListenerState",
     "client_handshake",
     "peer_certificates",
     "psk_identity",
@@ -65,7 +66,7 @@ class _Handshake:
 
     def __init__(
         self,
-        sock: AsyncSocket,
+        sock: SocketState,
         ctx: SslContext,
         server_side: bool,
         hostname: str | None,
@@ -152,15 +153,14 @@ class _Handshake:
         """Make the socket a TLS socket over this completed handshake."""
         sock = self.sock
         sock._tls = self.channel
+        sock._transport = TlsStream(sock, self.channel)
         sock._tls_handshaken = True
         sock._psk_identity = self.psk_identity
 
 
-def _as_core(sock: Any) -> AsyncSocket:
+def _as_core(sock: Any) -> SocketState:
     core = getattr(sock, "_aio", sock)  # a blocking Socket holds its AsyncSocket
-    from ._socket import AsyncSocket
-
-    if not isinstance(core, AsyncSocket):
+    if not isinstance(core, SocketState):
         raise TypeError(f"expected a duonet socket, got {type(sock).__name__}")
     return core
 
@@ -240,7 +240,7 @@ async def wrap_connected_socket(
         core._reading = False
 
 
-async def client_handshake(core: AsyncSocket, host: str) -> None:
+async def client_handshake(core: SocketState, host: str) -> None:
     """The client handshake of a wrapped socket, run by ``connect`` inside its deadline."""
     assert core._ssl_context is not None
     state = _Handshake(core, core._ssl_context, False, host or None)
@@ -251,7 +251,7 @@ async def client_handshake(core: AsyncSocket, host: str) -> None:
     state.install()
 
 
-class _Pending:
+class _Pending(Generic[S]):
     """A client accepted by a TLS listener whose handshake is not finished yet.
 
     ``remaining`` is what is left of its ``handshake_timeout``: the clock runs only while an
@@ -261,19 +261,19 @@ class _Pending:
 
     __slots__ = ("address", "client", "handshake", "remaining")
 
-    def __init__(self, client: AsyncSocket, address: str, handshake: _Handshake, limit: float):
+    def __init__(self, client: S, address: str, handshake: _Handshake, limit: float):
         self.client = client
         self.address = address
         self.handshake = handshake
         self.remaining = limit
 
 
-class _ListenerState:
+class ListenerState(Generic[S]):
     """What a TLS listener keeps between ``accept`` calls."""
 
     def __init__(self) -> None:
-        self.pending: list[_Pending] = []
-        self.ready: collections.deque[tuple[AsyncSocket, str] | BaseException] = collections.deque()
+        self.pending: list[_Pending[S]] = []
+        self.ready: collections.deque[tuple[S, str] | BaseException] = collections.deque()
 
     def close(self) -> None:
         for item in self.pending:
@@ -285,9 +285,7 @@ class _ListenerState:
         self.ready.clear()
 
 
-async def tls_accept(
-    listener: AsyncSocket, flags: SocketFlag, inheritable: bool
-) -> tuple[AsyncSocket, str]:
+async def tls_accept(listener: S, flags: SocketFlag, inheritable: bool) -> tuple[S, str]:
     """Accept on a TLS listener: the next client whose handshake completed.
 
     Handshakes run concurrently while ``accept`` waits; one that stalls delays nobody. A client
@@ -297,7 +295,7 @@ async def tls_accept(
     each handshake as far as what has already arrived allows, so ``timeout=0`` hands out a
     client whose handshake is in.
     """
-    state: _ListenerState = listener._tls_state
+    state: ListenerState[S] = listener._tls_state
     if not state.ready:
         _advance_nowait(listener, state, flags, inheritable)
     while not state.ready:
@@ -308,9 +306,7 @@ async def tls_accept(
     return item
 
 
-def _park(
-    listener: AsyncSocket, state: _ListenerState, client: AsyncSocket, address: str
-) -> _Pending:
+def _park(listener: S, state: ListenerState[S], client: S, address: str) -> _Pending[S]:
     """Start the server handshake of a client just accepted by a TLS listener."""
     ctx = listener._ssl_context
     assert ctx is not None
@@ -327,7 +323,7 @@ def _park(
 
 
 def _settle(
-    state: _ListenerState, item: _Pending, error: BaseException | None, flags: SocketFlag
+    state: ListenerState[S], item: _Pending[S], error: BaseException | None, flags: SocketFlag
 ) -> bool:
     """A handshake ended: hand the client (or its error) to ``accept``; True if it got one."""
     state.pending.remove(item)
@@ -342,19 +338,19 @@ def _settle(
     return True
 
 
-def _handshake_error(item: _Pending, exc: BaseException) -> SslError:
+def _handshake_error(item: _Pending[Any], exc: BaseException) -> SslError:
     error = ssl_error_from(exc, item.client._describe())
     error.__cause__ = exc
     return error
 
 
 def _advance_nowait(
-    listener: AsyncSocket, state: _ListenerState, flags: SocketFlag, inheritable: bool
+    listener: S, state: ListenerState[S], flags: SocketFlag, inheritable: bool
 ) -> None:
     """Take every handshake (the backlog's included) as far as the bytes already received
     allow, without waiting (nor spending any client's ``handshake_timeout``)."""
     while True:
-        accepted = listener._accept_raw_nowait(flags, inheritable)
+        accepted = accept_raw_nowait(listener, flags, inheritable)
         if accepted is None:
             break
         _park(listener, state, *accepted)
@@ -369,13 +365,13 @@ def _advance_nowait(
 
 
 async def _drive_handshakes(
-    listener: AsyncSocket, state: _ListenerState, flags: SocketFlag, inheritable: bool
+    listener: S, state: ListenerState[S], flags: SocketFlag, inheritable: bool
 ) -> None:
     ctx = listener._ssl_context
     assert ctx is not None
     limit = float(ctx.handshake_timeout)
 
-    async def drive(item: _Pending) -> None:
+    async def drive(item: _Pending[S]) -> None:
         error: BaseException | None = None
         start = anyio.current_time()
         try:
@@ -398,7 +394,7 @@ async def _drive_handshakes(
 
     async def acceptor() -> None:
         while True:
-            client, address = await listener._accept_plain(flags, inheritable)
+            client, address = await accept_plain(listener, flags, inheritable)
             tg.start_soon(drive, _park(listener, state, client, address))
 
     try:
@@ -421,30 +417,7 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return errors[0] if len(errors) == 1 else whole
 
 
-def pull_nowait(core: AsyncSocket, chunk: int) -> bool:
-    """Decrypt what the kernel already holds into ``core``'s buffer, never waiting.
-
-    The TLS half of ``AsyncSocket._pull_nowait``, for ``read_line_nowait``: True if plaintext
-    was added. A closed or truncated stream is fed to the buffer as EOF (``SAFE_DISCONN``'s
-    rule); other errors raise as an awaited read would. Runs in the loop's thread only (the
-    ``SSLObject`` is not thread-safe); records we must answer (a TLS 1.3 key update) are handed
-    to the kernel without waiting, and what it does not take goes out with the next write.
-    """
-    tls = core._tls
-    assert tls is not None
-    try:
-        got = tls.receive_nowait_into(core._buf.feed, chunk)
-    except (ssl.SSLError, OSError) as exc:
-        return core._tls_read_error(exc, SocketFlag.SAFE_DISCONN)
-    if got is None:
-        return False  # nothing more has arrived: nothing was consumed
-    if not got:
-        core._buf.feed_eof()
-        return False
-    return True
-
-
-def peer_certificates(core: AsyncSocket) -> list[bytes]:
+def peer_certificates(core: SocketState) -> list[bytes]:
     """DER certificates of the peer, leaf first (the verified chain on Python >= 3.13)."""
     tls = core._tls
     if tls is None:
@@ -458,7 +431,7 @@ def peer_certificates(core: AsyncSocket) -> list[bytes]:
     return [leaf] if leaf else []
 
 
-def psk_identity(core: AsyncSocket) -> str:
+def psk_identity(core: SocketState) -> str:
     """The PSK identity the client sent (server side), ``""`` if none."""
     if core._ssl_context is None:
         raise SslError("Socket is not an SSL socket.")

@@ -1,0 +1,241 @@
+"""Transports: what moves a socket's bytes between the kernel (or TLS) and its buffer.
+
+A socket's semantics (lines, exact sizes, flags, deadlines, busy guards) are ``AsyncSocket``'s and
+the same for every kind of socket; underneath, one small object per socket moves the bytes:
+
+* :class:`PlainStream`: TCP and Unix stream sockets, non-blocking syscalls and the socket's
+  waiter. The receive/retry loop (:meth:`PlainStream._read`) is written once, for reads into the
+  buffer and reads straight into the caller's memory.
+* :class:`TlsStream`: the same socket behind duonet's own TLS channel
+  (:class:`~duonet._core._tlschannel.TlsChannel`); put in place when a handshake completes.
+* :class:`Datagrams`: UDP and Unix datagram sockets; reads are the stream's (one datagram per
+  read), a send is one datagram.
+
+Errors: a disconnection that the call's flags allow becomes the end of the stream (fed to the
+buffer); anything else is raised, named with the socket's address (``_errors.py`` translates).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any
+
+from .._enums import SocketFlag
+from .._errors import is_disconnection_error, tls_read_error, tls_send_error
+from ._io import send_all
+from ._state import CHUNK, SAFE_DISCONN, SocketState, Transport
+from ._streams import pending_lf
+from ._tlschannel import TlsChannel
+
+__all__ = ("Datagrams", "PlainStream", "TlsStream", "transport_for")
+
+
+def transport_for(state: SocketState) -> Transport:
+    """The transport of a new (not yet TLS) socket: by its type."""
+    if state._type == socket.SOCK_DGRAM:
+        return Datagrams(state)
+    return PlainStream(state)
+
+
+class PlainStream:
+    """A plain stream socket: bytes straight from and to the kernel."""
+
+    __slots__ = ("_s",)
+    direct = True
+
+    def __init__(self, state: SocketState) -> None:
+        self._s = state
+
+    async def fill(self, flags: SocketFlag, limit: int = CHUNK) -> bool:
+        """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
+        closed. Cancel-safe: what the kernel returns is fed to the buffer before any wait."""
+        s = self._s
+        buf = s._buf
+        if buf.eof or s._gone_nowait():
+            return False
+        if s._drained:  # the fast path just found the kernel empty: do not ask again
+            s._drained = False
+            await s._waiter.readable()
+        data = await self._read(self._recv, limit, flags)
+        if data:
+            buf.feed(data)
+            return True
+        return False
+
+    async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
+        """One read straight into ``target`` (the buffer is empty); 0 at the end."""
+        return await self._read(self._s._sock.recv_into, target, flags) or 0
+
+    async def _read(self, read: Any, arg: Any, flags: SocketFlag) -> Any:
+        """The receive/retry loop: ``read(arg)`` until the kernel answers; a falsy answer is
+        the end of the stream (recorded in the buffer)."""
+        s = self._s
+        while True:
+            try:
+                got = read(arg)
+            except (BlockingIOError, InterruptedError):
+                await s._waiter.readable()
+                continue
+            except OSError as exc:
+                if is_disconnection_error(flags, exc.errno or 0) and not s._closed:
+                    s._buf.feed_eof()
+                    return None
+                raise s._os_error(exc, "receiving from") from exc
+            if not got:
+                s._eof(flags)
+            return got
+
+    def _recv(self, limit: int) -> bytes:
+        return self._s._sock.recv(self._exact(limit))
+
+    def _exact(self, limit: int) -> int:
+        """How much a read of ``limit`` bytes asks the kernel for: one more when an exact
+        (unbuffered) read starts with the \\n that completes a \\r\\n (state, not data: the
+        buffer drops it). Raises ``BlockingIOError`` if the kernel holds nothing."""
+        s = self._s
+        if limit < CHUNK and pending_lf(s) and s._sock.recv(1, socket.MSG_PEEK) == b"\n":
+            return limit + 1
+        return limit
+
+    def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+        """Move what the kernel already holds (at most ``limit`` bytes) into the buffer, never
+        waiting; True if bytes were added. A disconnection under ``flags`` reads as the end of
+        the stream; any other error is raised (the kernel reports it only once)."""
+        s = self._s
+        if s._buf.eof or s._closed or s._gone_nowait():
+            return False
+        try:
+            data = s._sock.recv(self._exact(limit))
+        except (BlockingIOError, InterruptedError):
+            s._drained = True
+            return False
+        except OSError as exc:
+            s._nowait_error(exc, flags)
+            return False
+        if data:
+            s._buf.feed(data)
+            return True
+        s._eof(flags)
+        return False
+
+    pull_nowait_in_loop = pull_nowait
+
+    async def send(self, view: memoryview, flags: SocketFlag) -> None:
+        """Send all of ``view``; a peer gone under ``SAFE_DISCONN`` makes it return quietly
+        (and the next read gives the end of the stream)."""
+        s = self._s
+        try:
+            await self._send(view)
+        except OSError as exc:
+            if is_disconnection_error(flags, exc.errno or 0) and not s._closed:
+                s._peer_gone = True
+                return
+            raise s._os_error(exc, "sending to") from exc
+
+    async def _send(self, view: memoryview) -> None:
+        await send_all(self._s._sock, self._s._waiter, view)
+
+
+class Datagrams(PlainStream):
+    """A datagram socket: a read is one datagram (truncated to the size asked for), a send is
+    one datagram, even an empty one."""
+
+    __slots__ = ()
+
+    async def _send(self, view: memoryview) -> None:
+        s = self._s
+        while True:
+            try:
+                s._sock.send(view)
+                return
+            except (BlockingIOError, InterruptedError):
+                await s._waiter.writable()
+
+
+class TlsStream:
+    """A stream socket behind TLS: plaintext is fed to the buffer as it is decrypted, and the
+    channel is used from the loop's thread only (an ``SSLObject`` is not thread-safe)."""
+
+    __slots__ = ("_s", "channel")
+    direct = False
+
+    def __init__(self, state: SocketState, channel: TlsChannel) -> None:
+        self._s = state
+        self.channel = channel
+
+    async def fill(self, flags: SocketFlag, limit: int = CHUNK) -> bool:
+        s = self._s
+        buf = s._buf
+        if buf.eof or s._gone_nowait():
+            return False
+        while True:
+            # An exact read (unbuffered) first takes the \n that may complete a \r\n alone.
+            lf_first = limit < CHUNK and pending_lf(s)
+            try:
+                got = await self.channel.receive_into(buf.feed, 1 if lf_first else limit)
+            except (ssl.SSLError, OSError) as exc:
+                return self._read_error(exc, flags)
+            if not got:  # the peer's close_notify
+                buf.feed_eof()
+                return False
+            if not (lf_first and not buf):
+                return True
+
+    async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
+        raise AssertionError("TLS reads go through the buffer")  # (direct is False)
+
+    def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+        return False  # possibly in the caller's thread: TLS state is the loop's
+
+    def pull_nowait_in_loop(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+        """Decrypt what the kernel already holds into the buffer, never waiting.
+
+        True if plaintext was added. A closed or truncated stream is fed to the buffer as the
+        end of the stream (``SAFE_DISCONN``'s rule); other errors raise as an awaited read would.
+        Records we must answer (a TLS 1.3 key update) are handed to the kernel without waiting,
+        and what it does not take goes out with the next write.
+        """
+        s = self._s
+        if s._buf.eof or s._closed or s._gone_nowait():
+            return False
+        try:
+            got = self.channel.receive_nowait_into(s._buf.feed, limit)
+        except (ssl.SSLError, OSError) as exc:
+            return self._read_error(exc, SAFE_DISCONN)
+        if got is None:
+            return False  # nothing more has arrived: nothing was consumed
+        if not got:
+            s._buf.feed_eof()
+            return False
+        return True
+
+    def _read_error(self, exc: OSError, flags: SocketFlag) -> bool:
+        """An error of a TLS read: False (fed as the end of the stream) or raised, as
+        :func:`~duonet._errors.tls_read_error` says."""
+        s = self._s
+        error = tls_read_error(exc, flags, s._describe(), s._closed)
+        if error is None:
+            s._buf.feed_eof()
+            return False
+        raise error from exc
+
+    async def send(self, view: memoryview, flags: SocketFlag) -> None:
+        s = self._s
+        if s._peer_gone:  # an earlier send found the peer gone (the TLS stream is broken)
+            s._peer_went_away(flags)
+            return
+        try:
+            await self.channel.send(view)
+        except OSError as exc:  # (ssl.SSLError included)
+            if (
+                not isinstance(exc, ssl.SSLError)
+                and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
+                and not s._closed
+            ):
+                # The TLS stream is broken for good: later reads see the end of the stream (as
+                # a plain socket's do after a reset), whatever this call's flags.
+                s._peer_gone = True
+                if SAFE_DISCONN in flags:
+                    return
+            raise tls_send_error(exc, s._describe(), s._closed) from exc
