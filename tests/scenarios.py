@@ -168,6 +168,9 @@ class BlockingAdapter:
     get_socket_error = _plain("get_socket_error")
     has_data_buffered = _plain("has_data_buffered")
     is_ssl = _plain("is_ssl")
+    got_handshake = _plain("got_handshake")
+    get_peer_certificates = _plain("get_peer_certificates")
+    get_psk_identity = _plain("get_psk_identity")
 
     def read_line_nowait(self) -> Any:
         if not self.sock.is_ssl():
@@ -608,9 +611,16 @@ async def opened(s: Sock) -> AsyncIterator[Sock]:
 
 @contextlib.asynccontextmanager
 async def duonet_listener(
-    face: Face, transport: str = "tcp", host: str = "127.0.0.1", buffered: bool = True
+    face: Face,
+    transport: str = "tcp",
+    host: str = "127.0.0.1",
+    buffered: bool = True,
+    ctx: SslContext | None = None,
 ) -> AsyncIterator[tuple[Sock, Any]]:
-    """A listening duonet socket and what to connect to: a port (TCP) or a path (Unix)."""
+    """A listening duonet socket and what to connect to: a port (TCP) or a path (Unix).
+
+    Under TLS it is wrapped with ``ctx``, by default :func:`duonet_server_context`.
+    """
     with short_tmpdir() as directory:
         if transport == "unix":
             lst = new_stream(face, transport, buffered)
@@ -625,7 +635,7 @@ async def duonet_listener(
                 lst.bind_addr(0, host)
                 where = lst.get_local_addr()[1]
             if transport == "tls":
-                wrap(lst, duonet_server_context())
+                wrap(lst, ctx or duonet_server_context())
             assert lst.is_ssl() is (transport == "tls")
             lst.listen()
             yield lst, where

@@ -6,10 +6,12 @@ data both ways, a peer closing without close_notify, a peer resetting after the 
 checked over TLS by the conformance scenarios (``tests/scenarios.py``, transport ``"tls"``), on
 the same four faces.
 
-Every scenario runs on four faces: ``duonet.aio`` on asyncio and on trio, and the blocking
-``duonet`` face with its portal on asyncio and on trio. For the blocking face the test loop is
-asyncio and each blocking call runs in a worker thread (``anyio.to_thread.run_sync``), so one
-scenario body serves all four. Every blocking step carries a timeout and every body runs under
+Every test runs on four faces, those of the conformance scenarios (``tests/scenarios.py``) as the
+reliability suite's ``face`` fixture hands them out (``tests/reliability/test_harness.py``):
+``duonet.aio`` on asyncio and on trio, and the blocking ``duonet`` face with its portal on asyncio
+and on trio, whose sockets take the awaited calls of ``AsyncSocket`` and run each in a worker
+thread, so one test body serves all four. Every connect, accept, read and handshake carries a
+timeout, every socket is closed by the ``async with`` that made it, and every body runs under
 ``anyio.fail_after``. Peers written with the stdlib ``ssl`` module run in threads (or worker
 threads), so a duonet bug cannot hide on both ends. The context layer alone is tested in memory
 by ``test_tls_context.py``.
@@ -27,7 +29,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,6 @@ import anyio
 import pytest
 import trustme
 
-import duonet
-import duonet.aio as aio
 from conftest import Peer, TlsFiles, needs_ipv6, peer
 from duonet import (
     ReadLineResult,
@@ -45,183 +45,24 @@ from duonet import (
     SslCVerifyMode,
     SslError,
     SslHandshakeType,
-    _portal,
     new_context,
 )
+from reliability.test_harness import (  # noqa: F401 (fixtures, registered under their names)
+    STEP,
+    anyio_backend_fixture,
+    face_fixture,
+    face_name_fixture,
+    tls_client,
+    wrap,
+    wrap_connected,
+)
+from scenarios import NO_FLAGS, Face, Sock, duonet_listener, opened
 
 SAFE = SocketFlag.SAFE_DISCONN
-NO_FLAGS = SocketFlag(0)
-#: The timeout of every single step (seconds): generous, never reached when things work.
-STEP = 5.0
 #: The bound of a whole scenario.
 BODY = 20.0
 HAS_PSK = sys.version_info >= (3, 13)
 PSK_KEY = bytes(range(32))
-
-
-# -- the four faces ----------------------------------------------------------------------------
-
-
-class Sock:
-    """A duonet socket of either face; I/O is awaited (in a worker thread for the blocking face)."""
-
-    def __init__(self, face: Face, raw: Any) -> None:
-        self.face = face
-        self.raw = raw
-        face.sockets.append(self)
-
-    async def _io(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        method = getattr(self.raw, name)
-        if self.face.blocking:
-            return await anyio.to_thread.run_sync(functools.partial(method, *args, **kwargs))
-        return await method(*args, **kwargs)
-
-    async def connect(self, host: str, port: int, timeout: float = STEP) -> None:
-        await self._io("connect", host, port, timeout=timeout)
-
-    async def accept(self, flags: SocketFlag = SAFE, timeout: float = STEP) -> Sock:
-        return Sock(self.face, await self._io("accept", flags, timeout=timeout))
-
-    async def accept_addr(
-        self, flags: SocketFlag = SAFE, timeout: float = STEP
-    ) -> tuple[Sock, str]:
-        raw, address = await self._io("accept_addr", flags, timeout=timeout)
-        return Sock(self.face, raw), address
-
-    async def recv(self, size: int, timeout: float = STEP, flags: SocketFlag = SAFE) -> bytes:
-        return bytes(await self._io("recv", size, timeout=timeout, flags=flags))
-
-    async def recv_line(self, timeout: float = STEP, flags: SocketFlag = SAFE) -> bytes:
-        return bytes(await self._io("recv_line", timeout=timeout, flags=flags))
-
-    async def send(self, data: bytes, flags: SocketFlag = SAFE, timeout: float = STEP) -> None:
-        await self._io("send", data, flags=flags, timeout=timeout)
-
-    async def close(self) -> None:
-        await self._io("close")
-
-    @property
-    def port(self) -> int:
-        return int(self.raw.get_local_addr()[1])
-
-    def is_ssl(self) -> bool:
-        return bool(self.raw.is_ssl())
-
-    def got_handshake(self) -> bool:
-        return bool(self.raw.got_handshake())
-
-    def get_peer_certificates(self) -> list[bytes]:
-        return list(self.raw.get_peer_certificates())
-
-    def get_psk_identity(self) -> str:
-        return str(self.raw.get_psk_identity())
-
-    def has_data_buffered(self) -> bool:
-        return bool(self.raw.has_data_buffered())
-
-    async def __aenter__(self) -> Sock:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
-class Face:
-    """Makes sockets of one face and closes all of them at the end of the test."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.blocking = name.startswith("blocking")
-        self.sockets: list[Sock] = []
-
-    def socket(self, family: int = socket.AF_INET, buffered: bool = True) -> Sock:
-        make = duonet.new_socket if self.blocking else aio.new_async_socket
-        return Sock(self, make(family, buffered=buffered))
-
-    def wrap(self, ctx: SslContext, sock: Sock) -> None:
-        (duonet.wrap_socket if self.blocking else aio.wrap_socket)(ctx, sock.raw)
-
-    async def wrap_connected(
-        self,
-        ctx: SslContext,
-        sock: Sock,
-        handshake: SslHandshakeType,
-        hostname: str = "",
-        timeout: float = STEP,
-    ) -> None:
-        if self.blocking:
-            call = functools.partial(
-                duonet.wrap_connected_socket, ctx, sock.raw, handshake, hostname, timeout
-            )
-            await anyio.to_thread.run_sync(call)
-        else:
-            await aio.wrap_connected_socket(ctx, sock.raw, handshake, hostname, timeout)
-
-    def listener(self, ctx: SslContext | None = None, host: str = "127.0.0.1") -> Sock:
-        """A listening socket on loopback, wrapped with ``ctx`` when given."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = self.socket(family)
-        sock.raw.bind_addr(0, host)
-        if ctx is not None:
-            self.wrap(ctx, sock)
-        sock.raw.listen()
-        return sock
-
-    async def client(self, ctx: SslContext, host: str, port: int, timeout: float = STEP) -> Sock:
-        """A wrapped socket connected (and handshaken) to ``host``; closed again on failure."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = self.socket(family)
-        self.wrap(ctx, sock)
-        try:
-            await sock.connect(host, port, timeout)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await sock.close()
-            raise
-        return sock
-
-    async def plain_client(self, port: int, host: str = "127.0.0.1") -> Sock:
-        sock = self.socket()
-        await sock.connect(host, port)
-        return sock
-
-    async def close_all(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(Exception):
-                await sock.close()
-
-
-FACES = ["aio-asyncio", "aio-trio", "blocking-asyncio", "blocking-trio"]
-
-
-# Fixtures are declared with name= so that test_tls_interop can import them without clashes.
-
-
-@pytest.fixture(params=FACES, name="face_name")
-def face_name_fixture(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(name="anyio_backend")
-def anyio_backend_fixture(face_name: str) -> str:
-    """The test loop: trio for ``aio-trio``, asyncio otherwise (the blocking face's threads)."""
-    return "trio" if face_name == "aio-trio" else "asyncio"
-
-
-@pytest.fixture(name="face")
-async def face_fixture(face_name: str) -> AsyncIterator[Face]:
-    made = Face(face_name)
-    if made.blocking:
-        _portal.reset()
-        _portal.configure(face_name.split("-", 1)[1])
-    try:
-        yield made
-    finally:
-        with anyio.CancelScope(shield=True):
-            await made.close_all()
-        if made.blocking:
-            _portal.reset()
-            _portal.configure(None)
 
 
 # -- stdlib peers ------------------------------------------------------------------------------
@@ -401,34 +242,83 @@ def expected_chain_length() -> int:
     return 2 if sys.version_info >= (3, 13) else 1
 
 
+# -- a duonet server and a duonet client -------------------------------------------------------
+
+
+async def exchange(
+    face: Face,
+    server_ctx: SslContext,
+    client_ctx: SslContext,
+    server: Callable[[Sock], Awaitable[None]],
+    client: Callable[[Sock], Awaitable[None]],
+    flags: SocketFlag = NO_FLAGS,
+) -> None:
+    """A TLS listener with ``server_ctx`` and a client with ``client_ctx`` connected to it (as
+    ``"localhost"``), at once: ``server(conn)`` on what ``accept`` (with ``flags``) hands out,
+    ``client(sock)`` on the client. Both are closed after."""
+    async with duonet_listener(face, "tls", ctx=server_ctx) as (listener, port):
+
+        async def serve() -> None:
+            async with await listener.accept(flags=flags, timeout=STEP) as conn:
+                await server(conn)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            async with await tls_client(face, client_ctx, port, "localhost") as sock:
+                await client(sock)
+
+
+async def client_refused(
+    face: Face, server_ctx: SslContext, client_ctx: SslContext, *, in_read: bool = True
+) -> SslError:
+    """A client with ``client_ctx`` refused by a listener with ``server_ctx``: both ends raise
+    ``SslError``. Returns the server's, raised by its ``accept``. The client's is raised by its
+    ``connect``, or with ``in_read`` by its first read at the latest."""
+    async with duonet_listener(face, "tls", ctx=server_ctx) as (listener, port):
+        server_errors: list[SslError] = []
+
+        async def serve() -> None:
+            with pytest.raises(SslError) as info:
+                await listener.accept(flags=NO_FLAGS, timeout=STEP)
+            server_errors.append(info.value)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve)
+            if in_read:
+                with pytest.raises(SslError):
+                    async with await tls_client(face, client_ctx, port, "localhost") as c:
+                        await c.recv(1, timeout=STEP)
+            else:
+                with pytest.raises(SslError):
+                    await tls_client(face, client_ctx, port, "localhost")
+    return server_errors[0]
+
+
 # -- client: verification ----------------------------------------------------------------------
 
 
 async def test_client_verifies_a_duonet_server(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext, tls_client_ctx: SslContext
 ) -> None:
+    async def server(conn: Sock) -> None:
+        assert conn.is_ssl()
+        assert conn.got_handshake()
+        await conn.send(b"hello " + await conn.recv_line(timeout=STEP) + b"\n")
+
+    async def client(sock: Sock) -> None:
+        assert sock.is_ssl()
+        assert sock.got_handshake()
+        certs = sock.get_peer_certificates()
+        assert certs[0] == tls_files.cert_der
+        assert len(certs) == expected_chain_length()
+        assert certs[-1] == (tls_files.ca_der if HAS_PSK else tls_files.cert_der)
+        await sock.send(b"duonet\n")
+        assert await sock.recv_line(timeout=STEP) == b"hello duonet"
+        # The server closed with close_notify: a clean EOF even without SAFE_DISCONN.
+        assert await sock.recv(1, flags=NO_FLAGS, timeout=STEP) == b""
+
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-
-        async def serve() -> None:
-            async with await listener.accept() as conn:
-                assert conn.is_ssl()
-                assert conn.got_handshake()
-                await conn.send(b"hello " + await conn.recv_line() + b"\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(tls_client_ctx, "localhost", listener.port) as client:
-                assert client.is_ssl()
-                assert client.got_handshake()
-                certs = client.get_peer_certificates()
-                assert certs[0] == tls_files.cert_der
-                assert len(certs) == expected_chain_length()
-                assert certs[-1] == (tls_files.ca_der if HAS_PSK else tls_files.cert_der)
-                await client.send(b"duonet\n")
-                assert await client.recv_line() == b"hello duonet"
-                # The server closed with close_notify: a clean EOF even without SAFE_DISCONN.
-                assert await client.recv(1, flags=NO_FLAGS) == b""
+        await exchange(face, tls_server_ctx, tls_client_ctx, server, client, flags=SAFE)
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", pytest.param("::1", marks=needs_ipv6)])
@@ -445,10 +335,10 @@ async def test_client_verifies_a_stdlib_server(
     family = socket.AF_INET6 if host == "::1" else socket.AF_INET
     with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler, family) as p:
         with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, host, p.port) as client:
+            async with await tls_client(face, tls_client_ctx, p.port, host) as client:
                 assert client.get_peer_certificates()[0] == tls_files.cert_der
                 await client.send(b"ping\n")
-                assert await client.recv_line() == b"pong"
+                assert await client.recv_line(timeout=STEP) == b"pong"
     assert p.errors == []
     assert seen == [b"ping\n", b""]
 
@@ -469,12 +359,11 @@ async def test_client_refuses_a_bad_server_certificate(
     cert_file, key_file = getattr(bad, cert)
     with tls_peer(stdlib_server_context(cert_file, key_file), ignore) as p:
         with anyio.fail_after(BODY):
-            sock = face.socket()
-            face.wrap(tls_client_ctx, sock)
-            with pytest.raises(SslError) as info:
-                await sock.connect(host, p.port)
-            assert not sock.got_handshake()
-            await sock.close()
+            async with opened(face.new_socket()) as sock:
+                wrap(tls_client_ctx, sock)
+                with pytest.raises(SslError) as info:
+                    await sock.connect(host, p.port, timeout=STEP)
+                assert not sock.got_handshake()
     message = str(info.value).lower()
     for word in words:
         assert word in message, message
@@ -493,9 +382,9 @@ async def test_verify_none_accepts_any_server(face: Face, bad: BadCerts, cert: s
     ctx = new_context(verify_mode=SslCVerifyMode.NONE)
     with tls_peer(stdlib_server_context(cert_file, key_file), handler) as p:
         with anyio.fail_after(BODY):
-            async with await face.client(ctx, host, p.port) as client:
+            async with await tls_client(face, ctx, p.port, host) as client:
                 assert client.got_handshake()
-                assert await client.recv_line() == b"fine"
+                assert await client.recv_line(timeout=STEP) == b"fine"
     assert p.errors == []
 
 
@@ -512,11 +401,11 @@ async def test_peer_use_env_vars_trusts_ssl_cert_file(
 
     with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler, clients=2) as p:
         with anyio.fail_after(BODY):
-            async with await face.client(ctx, "localhost", p.port) as client:
-                assert await client.recv_line() == b"trusted"
+            async with await tls_client(face, ctx, p.port, "localhost") as client:
+                assert await client.recv_line(timeout=STEP) == b"trusted"
             # Plain PEER ignores the variable (certifi's CAs): the same server is unknown.
             with pytest.raises(SslError, match="certificate verify failed"):
-                await face.client(new_context(), "localhost", p.port)
+                await tls_client(face, new_context(), p.port, "localhost")
     assert len(p.errors) == 1  # the second handshake, refused by the client
 
 
@@ -528,21 +417,21 @@ async def test_accept_hands_out_handshaken_clients(
 ) -> None:
     results = Results()
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        assert listener.is_ssl()
-        assert not listener.got_handshake()
-        client = stdlib_client(listener.port, stdlib_client_context(tls_files.ca), b"hi\n")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.runner(client))
-            conn, address = await listener.accept_addr()
-            async with conn:
-                assert address == "127.0.0.1"
-                assert conn.is_ssl()
-                assert conn.got_handshake()
-                assert conn.get_peer_certificates() == []  # the client sent none
-                assert conn.get_psk_identity() == ""
-                assert await conn.recv_line() == b"hi"
-                await conn.send(b"bye\n")
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            assert listener.is_ssl()
+            assert not listener.got_handshake()
+            client = stdlib_client(port, stdlib_client_context(tls_files.ca), b"hi\n")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(results.runner(client))
+                conn, address = await listener.accept_addr(timeout=STEP)
+                async with conn:
+                    assert address == "127.0.0.1"
+                    assert conn.is_ssl()
+                    assert conn.got_handshake()
+                    assert conn.get_peer_certificates() == []  # the client sent none
+                    assert conn.get_psk_identity() == ""
+                    assert await conn.recv_line(timeout=STEP) == b"hi"
+                    await conn.send(b"bye\n")
     assert results.values == [b"bye\n"]  # ... and then a clean close (close_notify)
 
 
@@ -553,20 +442,20 @@ async def test_got_handshake_follows_the_socket(face: Face, tls_files: TlsFiles)
 
     with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
         with anyio.fail_after(BODY):
-            async with face.socket() as sock:
+            async with face.new_socket() as sock:
                 assert not sock.is_ssl()
                 with pytest.raises(SslError):
                     sock.got_handshake()
-                face.wrap(new_context(ca_file=tls_files.ca), sock)
+                wrap(new_context(ca_file=tls_files.ca), sock)
                 assert sock.is_ssl()
                 assert sock.got_handshake() is False  # wrapped, not connected yet
-                await sock.connect("localhost", p.port)
+                await sock.connect("localhost", p.port, timeout=STEP)
                 assert sock.got_handshake() is True
-                assert await sock.recv_line() == b"x"
-            plain = face.listener()
-            with pytest.raises(SslError):
-                plain.got_handshake()
-            assert not plain.is_ssl()
+                assert await sock.recv_line(timeout=STEP) == b"x"
+            async with duonet_listener(face) as (plain, _):
+                with pytest.raises(SslError):
+                    plain.got_handshake()
+                assert not plain.is_ssl()
     assert p.errors == []
 
 
@@ -576,26 +465,25 @@ async def test_a_stalled_handshake_blocks_no_other_client(
     results = Results()
     ctx = stdlib_client_context(tls_files.ca)
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        port = listener.port
-        # Two stallers reach the accept queue first: one silent, one stuck half-way into its
-        # ClientHello. Neither must delay the five good clients behind them.
-        silent = socket.create_connection(("127.0.0.1", port), timeout=STEP)
-        half = ManualClient(port, ctx)
-        half.sock.sendall(half.client_hello()[:20])
-        try:
-            started = time.monotonic()
-            async with anyio.create_task_group() as tg:
-                for i in range(5):
-                    tg.start_soon(results.runner(stdlib_client(port, ctx, b"%d\n" % i)))
-                for _ in range(5):
-                    async with await listener.accept(timeout=STEP) as conn:
-                        assert conn.got_handshake()
-                        await conn.send(b"ok " + await conn.recv_line() + b"\n")
-            assert time.monotonic() - started < 4.0
-        finally:
-            silent.close()
-            half.close()
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            # Two stallers reach the accept queue first: one silent, one stuck half-way into its
+            # ClientHello. Neither must delay the five good clients behind them.
+            silent = socket.create_connection(("127.0.0.1", port), timeout=STEP)
+            half = ManualClient(port, ctx)
+            half.sock.sendall(half.client_hello()[:20])
+            try:
+                started = time.monotonic()
+                async with anyio.create_task_group() as tg:
+                    for i in range(5):
+                        tg.start_soon(results.runner(stdlib_client(port, ctx, b"%d\n" % i)))
+                    for _ in range(5):
+                        async with await listener.accept(timeout=STEP) as conn:
+                            assert conn.got_handshake()
+                            await conn.send(b"ok " + await conn.recv_line(timeout=STEP) + b"\n")
+                assert time.monotonic() - started < 4.0
+            finally:
+                silent.close()
+                half.close()
     assert sorted(results.values) == [b"ok %d\n" % i for i in range(5)]
 
 
@@ -604,18 +492,18 @@ async def test_plaintext_client_is_skipped_under_safe_disconn(
 ) -> None:
     results = Results()
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        with socket.create_connection(("127.0.0.1", listener.port), timeout=STEP) as http:
-            http.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            good = stdlib_client(listener.port, stdlib_client_context(tls_files.ca), b"tls\n")
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(results.runner(good))
-                async with await listener.accept() as conn:
-                    assert await conn.recv_line() == b"tls"
-                    await conn.send(b"welcome\n")
-            # The HTTP client was dropped: it reads EOF (perhaps after an alert).
-            http_reply = await anyio.to_thread.run_sync(functools.partial(recv_all, http))
-            assert b"HTTP" not in http_reply
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            with socket.create_connection(("127.0.0.1", port), timeout=STEP) as http:
+                http.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                good = stdlib_client(port, stdlib_client_context(tls_files.ca), b"tls\n")
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(results.runner(good))
+                    async with await listener.accept(timeout=STEP) as conn:
+                        assert await conn.recv_line(timeout=STEP) == b"tls"
+                        await conn.send(b"welcome\n")
+                # The HTTP client was dropped: it reads EOF (perhaps after an alert).
+                http_reply = await anyio.to_thread.run_sync(functools.partial(recv_all, http))
+                assert b"HTTP" not in http_reply
     assert results.values == [b"welcome\n"]
 
 
@@ -634,19 +522,19 @@ async def test_plaintext_client_raises_without_safe_disconn(
 ) -> None:
     results = Results()
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        with socket.create_connection(("127.0.0.1", listener.port), timeout=STEP) as http:
-            http.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            with pytest.raises(SslError) as info:
-                await listener.accept(flags=NO_FLAGS)
-        assert "http" in str(info.value).lower()
-        assert isinstance(info.value.__cause__, ssl.SSLError)
-        # The listener goes on serving.
-        good = stdlib_client(listener.port, stdlib_client_context(tls_files.ca))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.runner(good))
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                await conn.send(b"next\n")
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            with socket.create_connection(("127.0.0.1", port), timeout=STEP) as http:
+                http.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                with pytest.raises(SslError) as info:
+                    await listener.accept(flags=NO_FLAGS, timeout=STEP)
+            assert "http" in str(info.value).lower()
+            assert isinstance(info.value.__cause__, ssl.SSLError)
+            # The listener goes on serving.
+            good = stdlib_client(port, stdlib_client_context(tls_files.ca))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(results.runner(good))
+                async with await listener.accept(flags=NO_FLAGS, timeout=STEP) as conn:
+                    await conn.send(b"next\n")
     assert results.values == [b"next\n"]
 
 
@@ -663,7 +551,7 @@ async def test_accept_timeout_loses_no_client(
                 await conn.send(b"still here\n")
                 assert await anyio.to_thread.run_sync(client.read) == b"still here\n"
                 await anyio.to_thread.run_sync(client.write, b"and you\n")
-                assert await conn.recv_line() == b"and you"
+                assert await conn.recv_line(timeout=STEP) == b"and you"
 
 
 @contextlib.asynccontextmanager
@@ -672,17 +560,17 @@ async def waiting_for_finished(
 ) -> AsyncIterator[tuple[Sock, ManualClient]]:
     """A TLS listener, and a client whose ClientHello an ``accept`` answered before timing out
     after ``spent`` seconds (nobody was there before): the server waits for its Finished."""
-    listener = face.listener(ctx)
-    with pytest.raises(TimeoutError):
-        await listener.accept(timeout=0.1)  # nobody there
-    client = ManualClient(listener.port, stdlib_client_context(files.ca))
-    try:
-        client.sock.sendall(client.client_hello())
+    async with duonet_listener(face, "tls", ctx=ctx) as (listener, port):
         with pytest.raises(TimeoutError):
-            await listener.accept(timeout=spent)
-        yield listener, client
-    finally:
-        client.close()
+            await listener.accept(timeout=0.1)  # nobody there
+        client = ManualClient(port, stdlib_client_context(files.ca))
+        try:
+            client.sock.sendall(client.client_hello())
+            with pytest.raises(TimeoutError):
+                await listener.accept(timeout=spent)
+            yield listener, client
+        finally:
+            client.close()
 
 
 async def test_accept_timeout_zero_hands_out_a_handshake_already_in(
@@ -734,40 +622,27 @@ def mutual_server_ctx(files: TlsFiles, required: bool) -> SslContext:
 async def test_peer_server_does_not_require_a_client_certificate(
     face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
 ) -> None:
+    async def server(conn: Sock) -> None:
+        assert conn.get_peer_certificates() == []
+        await conn.send(b"anonymous ok\n")
+
+    async def client(sock: Sock) -> None:
+        assert await sock.recv_line(timeout=STEP) == b"anonymous ok"
+
+    server_ctx = mutual_server_ctx(tls_files, required=False)
     with anyio.fail_after(BODY):
-        listener = face.listener(mutual_server_ctx(tls_files, required=False))
-
-        async def serve() -> None:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                assert conn.get_peer_certificates() == []
-                await conn.send(b"anonymous ok\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(tls_client_ctx, "localhost", listener.port) as client:
-                assert await client.recv_line() == b"anonymous ok"
+        await exchange(face, server_ctx, tls_client_ctx, server, client)
 
 
 async def test_cert_required_refuses_a_client_without_certificate(
     face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
 ) -> None:
+    server_ctx = mutual_server_ctx(tls_files, required=True)
     with anyio.fail_after(BODY):
-        listener = face.listener(mutual_server_ctx(tls_files, required=True))
-        server_errors: list[SslError] = []
-
-        async def serve() -> None:
-            with pytest.raises(SslError) as info:
-                await listener.accept(flags=NO_FLAGS)
-            server_errors.append(info.value)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            # Under TLS 1.3 the client's handshake ends before the server's verdict: the
-            # refusal may only show up in the first read.
-            with pytest.raises(SslError):
-                async with await face.client(tls_client_ctx, "localhost", listener.port) as c:
-                    await c.recv(1)
-    assert "certificate" in str(server_errors[0]).lower()
+        # Under TLS 1.3 the client's handshake ends before the server's verdict: the refusal
+        # may only show up in the client's first read.
+        server_error = await client_refused(face, server_ctx, tls_client_ctx)
+    assert "certificate" in str(server_error).lower()
 
 
 @pytest.mark.parametrize("required", [False, True], ids=["peer", "cert_required"])
@@ -777,22 +652,21 @@ async def test_client_certificate_is_verified_and_visible(
     client_ctx = new_context(
         cert_file=tls_files.client_cert, key_file=tls_files.client_key, ca_file=tls_files.ca
     )
+
+    async def server(conn: Sock) -> None:
+        certs = conn.get_peer_certificates()
+        assert certs[0] == tls_files.client_der
+        assert len(certs) == expected_chain_length()
+        if HAS_PSK:
+            assert certs[-1] == tls_files.ca_der
+        await conn.send(b"hello client.example\n")
+
+    async def client(sock: Sock) -> None:
+        assert await sock.recv_line(timeout=STEP) == b"hello client.example"
+
+    server_ctx = mutual_server_ctx(tls_files, required)
     with anyio.fail_after(BODY):
-        listener = face.listener(mutual_server_ctx(tls_files, required))
-
-        async def serve() -> None:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                certs = conn.get_peer_certificates()
-                assert certs[0] == tls_files.client_der
-                assert len(certs) == expected_chain_length()
-                if HAS_PSK:
-                    assert certs[-1] == tls_files.ca_der
-                await conn.send(b"hello client.example\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(client_ctx, "localhost", listener.port) as client:
-                assert await client.recv_line() == b"hello client.example"
+        await exchange(face, server_ctx, client_ctx, server, client)
 
 
 async def test_peer_server_refuses_an_untrusted_client_certificate(
@@ -800,21 +674,10 @@ async def test_peer_server_refuses_an_untrusted_client_certificate(
 ) -> None:
     cert, key = bad.untrusted_client
     client_ctx = new_context(cert_file=cert, key_file=key, ca_file=tls_files.ca)
+    server_ctx = mutual_server_ctx(tls_files, required=False)
     with anyio.fail_after(BODY):
-        listener = face.listener(mutual_server_ctx(tls_files, required=False))
-        server_errors: list[SslError] = []
-
-        async def serve() -> None:
-            with pytest.raises(SslError) as info:
-                await listener.accept(flags=NO_FLAGS)
-            server_errors.append(info.value)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            with pytest.raises(SslError):
-                async with await face.client(client_ctx, "localhost", listener.port) as c:
-                    await c.recv(1)
-    assert "certificate verify failed" in str(server_errors[0])
+        server_error = await client_refused(face, server_ctx, client_ctx)
+    assert "certificate verify failed" in str(server_error)
 
 
 # -- protocol versions -------------------------------------------------------------------------
@@ -844,9 +707,9 @@ async def test_tls12_and_tls13_peers(
 
     with tls_peer(versioned_server_context(tls_files, version), handler) as p:
         with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
+            async with await tls_client(face, tls_client_ctx, p.port, "localhost") as client:
                 await client.send(b"echo\n")
-                assert await client.recv_line() == b"echo"
+                assert await client.recv_line(timeout=STEP) == b"echo"
     assert p.errors == []
     assert versions == ["TLSv1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLSv1.3"]
 
@@ -856,7 +719,7 @@ async def test_tls11_server_is_refused(
 ) -> None:
     server_ctx = versioned_server_context(tls_files, ssl.TLSVersion.TLSv1_1)
     with tls_peer(server_ctx, ignore) as p, anyio.fail_after(BODY), pytest.raises(SslError):
-        await face.client(tls_client_ctx, "localhost", p.port)
+        await tls_client(face, tls_client_ctx, p.port, "localhost")
 
 
 async def test_tls11_client_is_refused(
@@ -877,12 +740,13 @@ async def test_tls11_client_is_refused(
 
     results = Results()
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        port = listener.port
-        async with anyio.create_task_group() as tg:
+        async with (
+            duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port),
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(results.runner(old_client))
             with pytest.raises(SslError):
-                await listener.accept(flags=NO_FLAGS)
+                await listener.accept(flags=NO_FLAGS, timeout=STEP)
     assert results.values != ["connected"]
 
 
@@ -910,13 +774,10 @@ async def test_read_line_nowait_reads_tls_from_the_network(
     ctx = stdlib_server_context(tls_files.cert, tls_files.key)
     with tls_peer(ctx, handler) as p:
         with anyio.fail_after(BODY):
-            async with await face.client(tls_client_ctx, "localhost", p.port) as client:
-                poll = client.raw.read_line_nowait
+            async with await tls_client(face, tls_client_ctx, p.port, "localhost") as client:
                 while not seen or seen[-1][0] != ReadLineResult.DISCONNECTED:
-                    if face.blocking:  # a hop to the portal for TLS: not from this loop
-                        result = await anyio.to_thread.run_sync(poll)
-                    else:
-                        result = poll()
+                    # The blocking face makes it from a thread without a loop (a hop for TLS).
+                    result = client.read_line_nowait()
                     if result[0] == ReadLineResult.NONE:
                         assert result[1] == b""
                         if len(seen) == 2:
@@ -940,32 +801,33 @@ async def test_starttls_on_a_line_protocol(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext, tls_client_ctx: SslContext
 ) -> None:
     with anyio.fail_after(BODY):
-        listener = face.listener()
+        async with duonet_listener(face) as (listener, port):
 
-        async def serve() -> None:
-            async with await listener.accept() as conn:
-                await conn.send(b"220 ready\r\n")
-                assert await conn.recv_line() == b"STARTTLS"
-                await conn.send(b"220 go ahead\r\n")
-                await face.wrap_connected(tls_server_ctx, conn, SslHandshakeType.SERVER)
-                assert conn.is_ssl()
-                assert conn.got_handshake()
-                await conn.send(b"secret " + await conn.recv_line() + b"\r\n")
+            async def serve() -> None:
+                async with await listener.accept(timeout=STEP) as conn:
+                    await conn.send(b"220 ready\r\n")
+                    assert await conn.recv_line(timeout=STEP) == b"STARTTLS"
+                    await conn.send(b"220 go ahead\r\n")
+                    await wrap_connected(tls_server_ctx, conn, SslHandshakeType.SERVER)
+                    assert conn.is_ssl()
+                    assert conn.got_handshake()
+                    await conn.send(b"secret " + await conn.recv_line(timeout=STEP) + b"\r\n")
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.plain_client(listener.port) as client:
-                assert await client.recv_line() == b"220 ready"
-                await client.send(b"STARTTLS\r\n")
-                assert await client.recv_line() == b"220 go ahead"
-                assert not client.is_ssl()
-                await face.wrap_connected(
-                    tls_client_ctx, client, SslHandshakeType.CLIENT, "localhost"
-                )
-                assert client.got_handshake()
-                assert client.get_peer_certificates()[0] == tls_files.cert_der
-                await client.send(b"over tls\r\n")
-                assert await client.recv_line() == b"secret over tls"
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve)
+                async with opened(face.new_socket()) as client:
+                    await client.connect("127.0.0.1", port, timeout=STEP)
+                    assert await client.recv_line(timeout=STEP) == b"220 ready"
+                    await client.send(b"STARTTLS\r\n")
+                    assert await client.recv_line(timeout=STEP) == b"220 go ahead"
+                    assert not client.is_ssl()
+                    await wrap_connected(
+                        tls_client_ctx, client, SslHandshakeType.CLIENT, "localhost"
+                    )
+                    assert client.got_handshake()
+                    assert client.get_peer_certificates()[0] == tls_files.cert_der
+                    await client.send(b"over tls\r\n")
+                    assert await client.recv_line(timeout=STEP) == b"secret over tls"
 
 
 async def test_starttls_client_hello_in_the_same_write(
@@ -973,22 +835,22 @@ async def test_starttls_client_hello_in_the_same_write(
 ) -> None:
     """The ClientHello arrives with the STARTTLS line: recv_line has buffered it already."""
     with anyio.fail_after(BODY):
-        listener = face.listener()
-        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
-        try:
-            client.sock.sendall(b"STARTTLS\r\n" + client.client_hello())
-            async with await listener.accept() as conn:
-                assert await conn.recv_line() == b"STARTTLS"
-                assert conn.has_data_buffered()  # the ClientHello, read along with the line
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(anyio.to_thread.run_sync, client.finish)
-                    await face.wrap_connected(tls_server_ctx, conn, SslHandshakeType.SERVER)
-                await conn.send(b"over tls\n")
-                assert await anyio.to_thread.run_sync(client.read) == b"over tls\n"
-                await anyio.to_thread.run_sync(client.write, b"reply\n")
-                assert await conn.recv_line() == b"reply"
-        finally:
-            client.close()
+        async with duonet_listener(face) as (listener, port):
+            client = ManualClient(port, stdlib_client_context(tls_files.ca))
+            try:
+                client.sock.sendall(b"STARTTLS\r\n" + client.client_hello())
+                async with await listener.accept(timeout=STEP) as conn:
+                    assert await conn.recv_line(timeout=STEP) == b"STARTTLS"
+                    assert conn.has_data_buffered()  # the ClientHello, read along with the line
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(anyio.to_thread.run_sync, client.finish)
+                        await wrap_connected(tls_server_ctx, conn, SslHandshakeType.SERVER)
+                    await conn.send(b"over tls\n")
+                    assert await anyio.to_thread.run_sync(client.read) == b"over tls\n"
+                    await anyio.to_thread.run_sync(client.write, b"reply\n")
+                    assert await conn.recv_line(timeout=STEP) == b"reply"
+            finally:
+                client.close()
 
 
 async def test_starttls_client_checks_the_host_name(
@@ -1004,11 +866,12 @@ async def test_starttls_client_checks_the_host_name(
 
     with peer(handler) as p:
         with anyio.fail_after(BODY):
-            async with await face.plain_client(p.port) as client:
+            async with opened(face.new_socket()) as client:
+                await client.connect("127.0.0.1", p.port, timeout=STEP)
                 await client.send(b"STARTTLS\r\n")
-                assert await client.recv_line() == b"220 go ahead"
+                assert await client.recv_line(timeout=STEP) == b"220 go ahead"
                 with pytest.raises(SslError, match="mismatch"):
-                    await face.wrap_connected(
+                    await wrap_connected(
                         tls_client_ctx, client, SslHandshakeType.CLIENT, "wrong.example"
                     )
     assert p.errors == []
@@ -1031,11 +894,12 @@ async def test_close_sends_close_notify_without_waiting_for_the_peer(
     with tls_peer(stdlib_server_context(tls_files.cert, tls_files.key), handler) as p:
         try:
             with anyio.fail_after(BODY):
-                client = await face.client(tls_client_ctx, "localhost", p.port)
-                assert await client.recv_line() == b"hello"
-                started = time.monotonic()
-                await client.close()
-                assert time.monotonic() - started < 1.0
+                client = await tls_client(face, tls_client_ctx, p.port, "localhost")
+                async with opened(client):
+                    assert await client.recv_line(timeout=STEP) == b"hello"
+                    started = time.monotonic()
+                    await client.close()
+                    assert time.monotonic() - started < 1.0
         finally:
             release.set()
     assert p.errors == []
@@ -1047,15 +911,15 @@ async def test_server_close_sends_close_notify(
 ) -> None:
     results = Results()
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        client = stdlib_client(listener.port, stdlib_client_context(tls_files.ca), b"hi\n")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.runner(client))
-            conn = await listener.accept()
-            assert await conn.recv_line() == b"hi"
-            await conn.send(b"bye\n")
-            await conn.close()
-            await conn.close()  # idempotent
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            client = stdlib_client(port, stdlib_client_context(tls_files.ca), b"hi\n")
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(results.runner(client))
+                async with opened(await listener.accept(timeout=STEP)) as conn:
+                    assert await conn.recv_line(timeout=STEP) == b"hi"
+                    await conn.send(b"bye\n")
+                    await conn.close()
+                    await conn.close()  # idempotent
     assert results.values == [b"bye\n"]  # read_to_eof raised nothing: close_notify was sent
 
 
@@ -1067,7 +931,7 @@ async def test_reset_during_client_handshake_is_an_ssl_error(
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     with peer(handler) as p, anyio.fail_after(BODY), pytest.raises(SslError) as info:
-        await face.client(tls_client_ctx, "localhost", p.port)
+        await tls_client(face, tls_client_ctx, p.port, "localhost")
     assert info.value.__cause__ is not None
     assert "reset" in str(info.value).lower()
 
@@ -1079,26 +943,26 @@ async def test_reset_during_server_handshake(
     results = Results()
     ctx = stdlib_client_context(tls_files.ca)
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        half = ManualClient(listener.port, ctx)
-        half.sock.sendall(half.client_hello()[:30])
-        half.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        await anyio.sleep(0.05)
-        half.close()  # RST mid-ClientHello
-        errors: list[SslError] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(results.runner(stdlib_client(listener.port, ctx, b"good\n")))
-            # Without SAFE_DISCONN the failure is raised by one accept, before or after the good
-            # client's (handshakes end in any order: trio shuffles its tasks).
-            for _ in range(2 if flags is NO_FLAGS else 1):
-                try:
-                    conn = await listener.accept(flags=flags)
-                except SslError as exc:
-                    errors.append(exc)
-                    continue
-                async with conn:
-                    assert await conn.recv_line() == b"good"
-                    await conn.send(b"served\n")
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            half = ManualClient(port, ctx)
+            half.sock.sendall(half.client_hello()[:30])
+            half.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await anyio.sleep(0.05)
+            half.close()  # RST mid-ClientHello
+            errors: list[SslError] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(results.runner(stdlib_client(port, ctx, b"good\n")))
+                # Without SAFE_DISCONN the failure is raised by one accept, before or after the good
+                # client's (handshakes end in any order: trio shuffles its tasks).
+                for _ in range(2 if flags is NO_FLAGS else 1):
+                    try:
+                        conn = await listener.accept(flags=flags, timeout=STEP)
+                    except SslError as exc:
+                        errors.append(exc)
+                        continue
+                    async with conn:
+                        assert await conn.recv_line(timeout=STEP) == b"good"
+                        await conn.send(b"served\n")
     assert results.values == [b"served\n"]
     assert len(errors) == (1 if flags is NO_FLAGS else 0)
     for error in errors:
@@ -1113,25 +977,25 @@ async def test_timeout_in_the_middle_of_a_tls_record_loses_nothing(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext
 ) -> None:
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        client = ManualClient(listener.port, stdlib_client_context(tls_files.ca))
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(anyio.to_thread.run_sync, client.finish)
-                conn = await listener.accept()
-            async with conn:
-                record = client.encrypt(b"one record\nand more")
-                client.sock.sendall(record[: len(record) // 2])
-                with pytest.raises(TimeoutError):
-                    await conn.recv_line(timeout=0.3)
-                client.sock.sendall(record[len(record) // 2 :])
-                assert await conn.recv_line() == b"one record"
-                with pytest.raises(TimeoutError):
-                    await conn.recv(9, timeout=0.2)
-                client.sock.sendall(client.encrypt(b"!"))
-                assert await conn.recv(9) == b"and more!"
-        finally:
-            client.close()
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            client = ManualClient(port, stdlib_client_context(tls_files.ca))
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(anyio.to_thread.run_sync, client.finish)
+                    conn = await listener.accept(timeout=STEP)
+                async with conn:
+                    record = client.encrypt(b"one record\nand more")
+                    client.sock.sendall(record[: len(record) // 2])
+                    with pytest.raises(TimeoutError):
+                        await conn.recv_line(timeout=0.3)
+                    client.sock.sendall(record[len(record) // 2 :])
+                    assert await conn.recv_line(timeout=STEP) == b"one record"
+                    with pytest.raises(TimeoutError):
+                        await conn.recv(9, timeout=0.2)
+                    client.sock.sendall(client.encrypt(b"!"))
+                    assert await conn.recv(9, timeout=STEP) == b"and more!"
+            finally:
+                client.close()
 
 
 # -- PSK ---------------------------------------------------------------------------------------
@@ -1160,21 +1024,19 @@ def psk_contexts(version: str) -> tuple[SslContext, SslContext, list[str | None]
 @pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
 async def test_psk_handshake(face: Face, version: str) -> None:
     client_ctx, server_ctx, hints = psk_contexts(version)
+
+    async def server(conn: Sock) -> None:
+        assert conn.get_psk_identity() == "client-1"
+        assert conn.get_peer_certificates() == []
+        await conn.send(b"psk " + await conn.recv_line(timeout=STEP) + b"\n")
+
+    async def client(sock: Sock) -> None:
+        assert sock.get_peer_certificates() == []
+        await sock.send(b"works\n")
+        assert await sock.recv_line(timeout=STEP) == b"psk works"
+
     with anyio.fail_after(BODY):
-        listener = face.listener(server_ctx)
-
-        async def serve() -> None:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                assert conn.get_psk_identity() == "client-1"
-                assert conn.get_peer_certificates() == []
-                await conn.send(b"psk " + await conn.recv_line() + b"\n")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            async with await face.client(client_ctx, "localhost", listener.port) as client:
-                assert client.get_peer_certificates() == []
-                await client.send(b"works\n")
-                assert await client.recv_line() == b"psk works"
+        await exchange(face, server_ctx, client_ctx, server, client)
     if version == "TLSv1.2":
         assert hints == ["duonet-hint"]
     else:
@@ -1187,19 +1049,8 @@ async def test_psk_unknown_identity_is_refused(face: Face) -> None:
     client_ctx, server_ctx, _ = psk_contexts("TLSv1.2")
     client_ctx.client_get_psk_func = lambda hint: ("stranger", PSK_KEY)
     with anyio.fail_after(BODY):
-        listener = face.listener(server_ctx)
-        server_errors: list[SslError] = []
-
-        async def serve() -> None:
-            with pytest.raises(SslError) as info:
-                await listener.accept(flags=NO_FLAGS)
-            server_errors.append(info.value)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve)
-            with pytest.raises(SslError):
-                await face.client(client_ctx, "localhost", listener.port)
-    assert "psk" in str(server_errors[0]).lower()
+        server_error = await client_refused(face, server_ctx, client_ctx, in_read=False)
+    assert "psk" in str(server_error).lower()
 
 
 @pytest.mark.skipif(HAS_PSK, reason="PSK works on Python >= 3.13")

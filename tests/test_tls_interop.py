@@ -2,8 +2,9 @@
 
 Each test is skipped when its binary is missing. Every subprocess listens or connects on
 127.0.0.1 only, is bounded by timeouts and is killed (and its output reader joined) in cleanup.
-The four faces (aio on asyncio and trio, blocking with the portal on asyncio and trio) come from
-``test_tls``.
+The four faces (aio on asyncio and trio, blocking with the portal on asyncio and trio) are the
+conformance scenarios' faces, from the ``face`` fixture of ``tests/reliability/test_harness.py``,
+as in ``test_tls``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ import trustme
 
 from conftest import TlsFiles
 from duonet import SslContext, SslCVerifyMode, SslError, new_context
-from test_tls import (  # noqa: F401 (fixtures, registered under their name= names)
-    BODY,
-    NO_FLAGS,
+from reliability.test_harness import (  # noqa: F401 (fixtures, registered under their names)
     STEP,
-    Face,
     anyio_backend_fixture,
     face_fixture,
     face_name_fixture,
+    tls_client,
 )
+from scenarios import NO_FLAGS, Face, duonet_listener
+from test_tls import BODY
 
 NONE = SslCVerifyMode.NONE
 
@@ -174,12 +175,12 @@ async def test_client_against_s_server_www(
     face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext
 ) -> None:
     with s_server(tls_files, "-www") as port, anyio.fail_after(BODY):
-        async with await face.client(tls_client_ctx, "localhost", port) as client:
+        async with await tls_client(face, tls_client_ctx, port, "localhost") as client:
             assert client.get_peer_certificates()[0] == tls_files.cert_der
             await client.send(b"GET / HTTP/1.0\r\n\r\n")
-            assert await client.recv_line() == b"HTTP/1.0 200 ok"
+            assert await client.recv_line(timeout=STEP) == b"HTTP/1.0 200 ok"
             lines = []
-            while line := await client.recv_line():
+            while line := await client.recv_line(timeout=STEP):
                 lines.append(line)
             assert any(b"Ciphers supported" in line for line in lines), lines
 
@@ -190,10 +191,10 @@ async def test_client_against_s_server_echo(
     face: Face, tls_files: TlsFiles, tls_client_ctx: SslContext, version: str
 ) -> None:
     with s_server(tls_files, "-rev", version) as port, anyio.fail_after(BODY):
-        async with await face.client(tls_client_ctx, "localhost", port) as client:
+        async with await tls_client(face, tls_client_ctx, port, "localhost") as client:
             for word in (b"hello", b"duonet", b"x" * 1000):
                 await client.send(word + b"\n")
-                assert await client.recv_line() == word[::-1]
+                assert await client.recv_line(timeout=STEP) == word[::-1]
 
 
 @needs_openssl
@@ -202,7 +203,7 @@ async def test_client_refuses_a_tls11_s_server(
 ) -> None:
     options = ("-rev", "-tls1_1", "-cipher", "ALL:@SECLEVEL=0")
     with s_server(tls_files, *options) as port, anyio.fail_after(BODY), pytest.raises(SslError):
-        await face.client(tls_client_ctx, "localhost", port)
+        await tls_client(face, tls_client_ctx, port, "localhost")
 
 
 @needs_openssl
@@ -212,11 +213,11 @@ async def test_client_refuses_s_server_for_another_host(
     cert, key = other_host
     with s_server(tls_files, "-rev", "-cert", cert, "-key", key) as port, anyio.fail_after(BODY):
         with pytest.raises(SslError, match="mismatch"):
-            await face.client(tls_client_ctx, "localhost", port)
+            await tls_client(face, tls_client_ctx, port, "localhost")
         # The same server passes with verification off.
-        async with await face.client(new_context(verify_mode=NONE), "localhost", port) as c:
+        async with await tls_client(face, new_context(verify_mode=NONE), port, "localhost") as c:
             await c.send(b"abc\n")
-            assert await c.recv_line() == b"cba"
+            assert await c.recv_line(timeout=STEP) == b"cba"
 
 
 # -- duonet server, openssl s_client -----------------------------------------------------------
@@ -227,15 +228,15 @@ async def test_server_against_s_client(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext
 ) -> None:
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        with process(s_client_args(listener.port, tls_files.ca), stdin=b"ping\n") as client:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                assert conn.got_handshake()
-                assert await conn.recv_line() == b"ping"
-                await conn.send(b"hello ping\n")
-            status = await anyio.to_thread.run_sync(client.wait)
-            assert b"hello ping" in client.text()
-            assert status == 0, client.text()
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            with process(s_client_args(port, tls_files.ca), stdin=b"ping\n") as client:
+                async with await listener.accept(flags=NO_FLAGS, timeout=STEP) as conn:
+                    assert conn.got_handshake()
+                    assert await conn.recv_line(timeout=STEP) == b"ping"
+                    await conn.send(b"hello ping\n")
+                status = await anyio.to_thread.run_sync(client.wait)
+                assert b"hello ping" in client.text()
+                assert status == 0, client.text()
 
 
 @needs_openssl
@@ -243,12 +244,12 @@ async def test_server_refused_by_s_client_with_another_ca(
     face: Face, tls_files: TlsFiles, tls_server_ctx: SslContext, other_ca: str
 ) -> None:
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        with process(s_client_args(listener.port, other_ca), stdin=b"ping\n") as client:
-            with pytest.raises(SslError, match="unknown CA"):
-                await listener.accept(flags=NO_FLAGS)
-            status = await anyio.to_thread.run_sync(client.wait)
-            assert status != 0
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            with process(s_client_args(port, other_ca), stdin=b"ping\n") as client:
+                with pytest.raises(SslError, match="unknown CA"):
+                    await listener.accept(flags=NO_FLAGS, timeout=STEP)
+                status = await anyio.to_thread.run_sync(client.wait)
+                assert status != 0
 
 
 @needs_openssl
@@ -259,16 +260,16 @@ async def test_server_requires_and_sees_the_s_client_certificate(
     server_ctx.context.verify_mode = ssl.CERT_REQUIRED
     options = ("-cert", tls_files.client_cert, "-key", tls_files.client_key)
     with anyio.fail_after(BODY):
-        listener = face.listener(server_ctx)
-        args = s_client_args(listener.port, tls_files.ca, *options)
-        with process(args, stdin=b"who\n") as client:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                assert conn.get_peer_certificates()[0] == tls_files.client_der
-                assert await conn.recv_line() == b"who"
-                await conn.send(b"client.example\n")
-            status = await anyio.to_thread.run_sync(client.wait)
-            assert b"client.example" in client.text()
-            assert status == 0, client.text()
+        async with duonet_listener(face, "tls", ctx=server_ctx) as (listener, port):
+            args = s_client_args(port, tls_files.ca, *options)
+            with process(args, stdin=b"who\n") as client:
+                async with await listener.accept(flags=NO_FLAGS, timeout=STEP) as conn:
+                    assert conn.get_peer_certificates()[0] == tls_files.client_der
+                    assert await conn.recv_line(timeout=STEP) == b"who"
+                    await conn.send(b"client.example\n")
+                status = await anyio.to_thread.run_sync(client.wait)
+                assert b"client.example" in client.text()
+                assert status == 0, client.text()
 
 
 # -- duonet HTTP-ish server, curl --------------------------------------------------------------
@@ -280,31 +281,32 @@ async def test_curl_against_a_duonet_https_server(
 ) -> None:
     assert CURL is not None
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        port = listener.port
-        args = [
-            CURL,
-            "--silent",
-            "--show-error",
-            "--max-time",
-            str(PROCESS_TIMEOUT),
-            "--cacert",
-            tls_files.ca,
-            "--resolve",
-            f"localhost:{port}:127.0.0.1",
-            f"https://localhost:{port}/hello",
-        ]
-        with process(args) as curl:
-            async with await listener.accept(flags=NO_FLAGS) as conn:
-                request = []
-                while (line := await conn.recv_line()) not in (b"\r\n", b""):
-                    request.append(line)
-                assert request[0].startswith(b"GET /hello HTTP/1.")
-                assert f"Host: localhost:{port}".encode() in request
-                await conn.send(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello curl\n")
-            status = await anyio.to_thread.run_sync(curl.wait)
-            assert status == 0, curl.text()
-            assert curl.text() == b"hello curl\n"
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            args = [
+                CURL,
+                "--silent",
+                "--show-error",
+                "--max-time",
+                str(PROCESS_TIMEOUT),
+                "--cacert",
+                tls_files.ca,
+                "--resolve",
+                f"localhost:{port}:127.0.0.1",
+                f"https://localhost:{port}/hello",
+            ]
+            with process(args) as curl:
+                async with await listener.accept(flags=NO_FLAGS, timeout=STEP) as conn:
+                    request = []
+                    while (line := await conn.recv_line(timeout=STEP)) not in (b"\r\n", b""):
+                        request.append(line)
+                    assert request[0].startswith(b"GET /hello HTTP/1.")
+                    assert f"Host: localhost:{port}".encode() in request
+                    await conn.send(
+                        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello curl\n"
+                    )
+                status = await anyio.to_thread.run_sync(curl.wait)
+                assert status == 0, curl.text()
+                assert curl.text() == b"hello curl\n"
 
 
 @needs_curl
@@ -313,12 +315,12 @@ async def test_curl_refuses_a_duonet_server_it_does_not_trust(
 ) -> None:
     assert CURL is not None
     with anyio.fail_after(BODY):
-        listener = face.listener(tls_server_ctx)
-        port = listener.port
-        args = [CURL, "--silent", "--max-time", str(PROCESS_TIMEOUT), f"https://127.0.0.1:{port}/"]
-        # No --cacert: curl uses the system CAs, which do not know the trustme CA.
-        with process(args) as curl:
-            with pytest.raises(SslError, match="unknown CA"):
-                await listener.accept(flags=NO_FLAGS, timeout=STEP)
-            status = await anyio.to_thread.run_sync(curl.wait)
-            assert status != 0
+        async with duonet_listener(face, "tls", ctx=tls_server_ctx) as (listener, port):
+            url = f"https://127.0.0.1:{port}/"
+            args = [CURL, "--silent", "--max-time", str(PROCESS_TIMEOUT), url]
+            # No --cacert: curl uses the system CAs, which do not know the trustme CA.
+            with process(args) as curl:
+                with pytest.raises(SslError, match="unknown CA"):
+                    await listener.accept(flags=NO_FLAGS, timeout=STEP)
+                status = await anyio.to_thread.run_sync(curl.wait)
+                assert status != 0

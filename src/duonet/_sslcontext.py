@@ -9,11 +9,13 @@ made with the generic ``ssl.PROTOCOL_TLS``. CPython's non-deprecated alternative
 server socket with a PROTOCOL_TLS_CLIENT context"), and two twin contexts could not both follow
 what a user changes through ``ctx.context`` (a later ``load_verify_locations`` or
 ``load_cert_chain`` would reach only one of them). ``PROTOCOL_TLS`` has been deprecated since
-Python 3.10 but still works on every supported version; :func:`new_context` silences exactly that
-one warning while constructing (``warnings.catch_warnings``, under a lock against concurrent
-``new_context`` calls), so a program that runs with warnings as errors is not affected. The one
-caveat: ``catch_warnings`` swaps process-wide state, so a warning filter that another thread
-installs during those microseconds is lost.
+Python 3.10 but still works on every supported version; :func:`new_context` builds it without
+the warning (see ``_sslconfig.py``).
+
+The module holds duonet's API for contexts: the enums, the cipher constants, :class:`SslContext`
+and :func:`new_context`'s arguments. How each setting reaches the ``ssl.SSLContext`` (building
+it, ciphers, certificates, CAs, PSK callbacks) is in ``_sslconfig.py``, which this module
+imports.
 
 Verification with one context for both roles (``SslCVerifyMode.PEER``):
 
@@ -41,19 +43,28 @@ other translations in ``duonet._errors`` (and is importable from here too).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import enum
 import operator
 import os
-import re
 import ssl
 import sys
-import threading
-import warnings
-from collections.abc import Callable, Iterator
 from typing import Final
 
-from ._errors import _error, _words, ssl_error_from
+from ._errors import _error, ssl_error_from
+from ._sslconfig import (
+    SslClientGetPskFunc,
+    SslServerGetPskFunc,
+    apply_ciphersuites,
+    capture_psk_identity,
+    generic_tls_context,
+    install_client_psk,
+    install_server_psk,
+    load_ca_locations,
+    load_certifi,
+    load_certificates,
+    load_env_cas,
+    set_ciphers,
+)
 
 __all__ = (
     "CIPHERS_INTERMEDIATE",
@@ -94,37 +105,8 @@ CIPHERS_OLD: Final = (
     "DES-CBC3-SHA"
 )
 
-#: ``f(hint)`` gives ``(identity, psk)``: the client's PSK function (Nim's ``SslClientGetPskFunc``).
-SslClientGetPskFunc = Callable[[str | None], tuple[str, bytes]]
-#: ``g(identity)`` gives the PSK, ``b""`` to reject: the server's (Nim's ``SslServerGetPskFunc``).
-SslServerGetPskFunc = Callable[[str], bytes]
-
 _PSK_UNSUPPORTED: Final = "PSK needs Python >= 3.13 (ssl.SSLContext.set_psk_{}_callback)"
 _MAX_SID_CTX_LENGTH: Final = 32  # OpenSSL's SSL_MAX_SID_CTX_LENGTH
-_NO_CA_FOUND: Final = "No SSL/TLS CA certificates found."
-
-# Every TLS 1.3 ciphersuite OpenSSL knows by name (RFC 8446 B.4, RFC 9150).
-_TLS13_SUITES: Final = frozenset(
-    {
-        "TLS_AES_128_GCM_SHA256",
-        "TLS_AES_256_GCM_SHA384",
-        "TLS_CHACHA20_POLY1305_SHA256",
-        "TLS_AES_128_CCM_SHA256",
-        "TLS_AES_128_CCM_8_SHA256",
-        "TLS_SHA256_SHA256",
-        "TLS_SHA384_SHA384",
-    }
-)
-
-# warnings.catch_warnings swaps process-wide state: serialise our own uses of it.
-_construct_lock = threading.Lock()
-
-# The list that server PSK callbacks append the client's identity to, while the core runs one
-# handshake step inside SslContext._capture_psk_identity() (do_handshake calls the callback
-# synchronously, in the caller's thread and context).
-_psk_identities: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "duonet_psk_identities", default=None
-)
 
 
 class SslCVerifyMode(enum.Enum):
@@ -165,10 +147,6 @@ class SslAcceptResult(enum.Enum):
     NO_CLIENT = 0
     NO_HANDSHAKE = 1
     SUCCESS = 2
-
-
-class _EncryptedKeyError(Exception):
-    """Raised by the password callback: the key file wants a password we do not have."""
 
 
 class SslContext:
@@ -259,7 +237,7 @@ class SslContext:
         if func is not None and sys.version_info < (3, 13):
             raise NotImplementedError(_PSK_UNSUPPORTED.format("client"))
         self._client_psk = func
-        self._install_client_psk()
+        install_client_psk(self._context, func)
 
     @property
     def server_get_psk_func(self) -> SslServerGetPskFunc | None:
@@ -278,7 +256,7 @@ class SslContext:
         if func is not None and sys.version_info < (3, 13):
             raise NotImplementedError(_PSK_UNSUPPORTED.format("server"))
         self._server_psk = func
-        self._install_server_psk()
+        install_server_psk(self._context, self._server_psk, self._psk_identity_hint)
 
     @property
     def psk_identity_hint(self) -> str | None:
@@ -294,50 +272,16 @@ class SslContext:
         if hint is not None and not isinstance(hint, str):
             raise TypeError(f"psk_identity_hint must be a str or None, not {type(hint).__name__}")
         self._psk_identity_hint = hint
-        self._install_server_psk()
+        install_server_psk(self._context, self._server_psk, self._psk_identity_hint)
 
-    def _install_client_psk(self) -> None:
-        if sys.version_info >= (3, 13):
-            func = self._client_psk
-            if func is None:
-                self._context.set_psk_client_callback(None)
-                return
-
-            def client_callback(hint: str | None) -> tuple[str | None, bytes]:
-                identity, psk = func(hint)
-                return identity, _psk_bytes(psk)
-
-            self._context.set_psk_client_callback(client_callback)
-
-    def _install_server_psk(self) -> None:
-        if sys.version_info >= (3, 13):
-            func = self._server_psk
-            if func is None:
-                self._context.set_psk_server_callback(None)
-                return
-
-            def server_callback(identity: str | None) -> bytes:
-                captured = _psk_identities.get()
-                if captured is not None:
-                    captured.append(identity or "")
-                return _psk_bytes(func(identity or ""))
-
-            self._context.set_psk_server_callback(server_callback, self._psk_identity_hint)
-
-    @contextlib.contextmanager
-    def _capture_psk_identity(self) -> Iterator[list[str]]:
+    def _capture_psk_identity(self) -> contextlib.AbstractContextManager[list[str]]:
         """For the core: collect the PSK identities clients send during the ``with`` body.
 
         Wrap each ``do_handshake()`` call of a server-side handshake in it; after the handshake
         the last item (if any) is the identity the client sent (``get_psk_identity``). Without
         a server PSK function, or before Python 3.13, the list stays empty.
         """
-        captured: list[str] = []
-        token = _psk_identities.set(captured)
-        try:
-            yield captured
-        finally:
-            _psk_identities.reset(token)
+        return capture_psk_identity()
 
     # -- session id context ----------------------------------------------------------------
 
@@ -383,14 +327,6 @@ class SslContext:
         return f"<SslContext {' '.join(parts)}>"
 
 
-def _psk_bytes(psk: object) -> bytes:
-    if isinstance(psk, str):  # Nim's PSKs are strings; accept them as UTF-8
-        return psk.encode("utf-8")
-    if isinstance(psk, (bytes, bytearray, memoryview)):
-        return bytes(psk)
-    raise TypeError(f"a PSK function must return bytes, not {type(psk).__name__}")
-
-
 def destroy_context(ctx: SslContext) -> None:
     """Release a context (Nim's ``destroyContext``): drop its extra data and PSK functions.
 
@@ -405,144 +341,6 @@ def destroy_context(ctx: SslContext) -> None:
 
 
 # -- new_context ---------------------------------------------------------------------------
-
-
-def _generic_tls_context() -> ssl.SSLContext:
-    """A fresh ``ssl.SSLContext`` for both roles (OpenSSL's ``TLS_method()``), warning-free."""
-    with _construct_lock, warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"ssl\.PROTOCOL_TLS is deprecated", category=DeprecationWarning
-        )
-        return ssl.SSLContext(ssl.PROTOCOL_TLS)
-
-
-def _set_ciphers(context: ssl.SSLContext, cipher_list: str) -> None:
-    level = context.security_level
-    try:
-        context.set_ciphers(cipher_list)
-    except ssl.SSLError as exc:
-        raise _error(f"Invalid cipher_list {cipher_list!r}: {_words(exc)}") from exc
-    # A list without "@SECLEVEL" resets OpenSSL's security level to its build default: keep the
-    # (higher) level CPython chose, as Nim's OpenSSL would have by default.
-    if context.security_level < level and "@SECLEVEL" not in cipher_list.upper():
-        context.set_ciphers(f"{cipher_list}:@SECLEVEL={level}")
-
-
-def _apply_ciphersuites(context: ssl.SSLContext, ciphersuites: str) -> None:
-    """Honour ``ciphersuites`` as far as CPython allows, and refuse what it cannot do.
-
-    CPython has no ``SSL_CTX_set_ciphersuites``: TLS 1.3 always offers the runtime's default
-    suites (OpenSSL's: exactly the three of ``CIPHERS_MODERN``). So: unknown names are an error;
-    ``""`` disables TLS 1.3 (as in OpenSSL), which ``maximum_version`` can do; a list that leaves
-    out an enabled suite is an error (duonet never offers a suite the caller excluded); a list
-    naming extra suites is accepted, the extras are not offered.
-    """
-    names = [name.strip() for name in ciphersuites.split(":") if name.strip()]
-    unknown = [name for name in names if name not in _TLS13_SUITES]
-    if unknown:
-        raise _error(
-            f"Invalid ciphersuites {ciphersuites!r}: unknown TLS 1.3 ciphersuite(s) "
-            f"{', '.join(unknown)}"
-        )
-    if not names:
-        context.maximum_version = ssl.TLSVersion.TLSv1_2
-        return
-    enabled = {c["name"] for c in context.get_ciphers() if c.get("protocol") == "TLSv1.3"}
-    excluded = sorted(enabled - set(names))
-    if excluded:
-        raise _error(
-            f"ciphersuites {ciphersuites!r} cannot be honoured: Python's ssl module cannot "
-            f"restrict TLS 1.3 ciphersuites and always offers {', '.join(sorted(enabled))}; "
-            f"include {', '.join(excluded)} (CIPHERS_MODERN does), or pass '' to disable TLS 1.3"
-        )
-
-
-def _load_certificates(context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
-    """Nim's ``loadCertificates``: both files must exist before anything is loaded."""
-    if cert_file and not os.path.exists(cert_file):
-        raise _error(f"Certificate file could not be found: {cert_file}")
-    if key_file and not os.path.exists(key_file):
-        raise _error(f"Key file could not be found: {key_file}")
-    if not cert_file:
-        if key_file:
-            raise _error(f"Key file {key_file!r} given without a certificate file (cert_file)")
-        return
-
-    def no_password() -> bytes:
-        raise _EncryptedKeyError
-
-    what = f"certificate file {cert_file!r} with key file {key_file or cert_file!r}"
-    try:
-        context.load_cert_chain(cert_file, key_file or None, password=no_password)
-    except _EncryptedKeyError:
-        raise _error(
-            f"Could not load {what}: the key is encrypted (load it with "
-            f"ctx.context.load_cert_chain(..., password=...))"
-        ) from None
-    except ssl.SSLError as exc:
-        reason = getattr(exc, "reason", None)
-        if reason == "KEY_VALUES_MISMATCH":
-            detail = "the private key does not match the certificate (key values mismatch)"
-        elif "PEM lib" in str(exc):
-            detail = "not a PEM certificate and private key (PEM lib)"
-        else:
-            detail = _words(exc)
-        raise _error(f"Could not load {what}: {detail}") from exc
-    except OSError as exc:
-        raise _error(f"Could not load {what}: {exc.strerror or exc}") from exc
-
-
-def _load_ca_locations(context: ssl.SSLContext, ca_file: str, ca_dir: str) -> None:
-    where = ", ".join(
-        f"{name}={value!r}" for name, value in (("ca_file", ca_file), ("ca_dir", ca_dir)) if value
-    )
-    prefix = f"Failed to load SSL/TLS CA certificate(s) from {where}"
-    if ca_dir and not os.path.isdir(ca_dir):
-        raise _error(f"{prefix}: ca_dir is not a directory")
-    try:
-        context.load_verify_locations(cafile=ca_file or None, capath=ca_dir or None)
-    except ssl.SSLError as exc:
-        raise _error(f"{prefix}: {_words(exc)}") from exc
-    except OSError as exc:
-        raise _error(f"{prefix}: {exc.strerror or exc}") from exc
-
-
-def _load_env_cas(context: ssl.SSLContext) -> bool:
-    """Load ``SSL_CERT_FILE`` and/or ``SSL_CERT_DIR`` if set; False if neither is set.
-
-    A set ``SSL_CERT_FILE`` must load (Nim: that file and no fallback). ``SSL_CERT_DIR`` is used
-    as OpenSSL's hashed ``capath`` if it holds ``c_rehash`` links, else each file in it that
-    parses is loaded (Nim's way); it must yield something unless ``SSL_CERT_FILE`` did.
-    """
-    cert_file = os.environ.get("SSL_CERT_FILE", "")
-    cert_dir = os.environ.get("SSL_CERT_DIR", "")
-    if not cert_file and not cert_dir:
-        return False
-    if cert_file:
-        try:
-            context.load_verify_locations(cafile=cert_file)
-        except (ssl.SSLError, OSError) as exc:
-            raise _error(
-                f"{_NO_CA_FOUND} SSL_CERT_FILE={cert_file!r} could not be loaded: {_words(exc)}"
-            ) from exc
-    if cert_dir:
-        entries = sorted(os.listdir(cert_dir)) if os.path.isdir(cert_dir) else []
-        loaded = 0
-        if any(re.fullmatch(r"[0-9a-f]{8}\.\d+", name) for name in entries):
-            context.load_verify_locations(capath=cert_dir)  # OpenSSL looks certificates up lazily
-            loaded = 1
-        else:
-            for name in entries:
-                path = os.path.join(cert_dir, name)
-                if os.path.isfile(path):
-                    try:
-                        context.load_verify_locations(cafile=path)
-                    except (ssl.SSLError, OSError):
-                        continue
-                    loaded += 1
-        if not loaded and not cert_file:
-            raise _error(f"{_NO_CA_FOUND} SSL_CERT_DIR={cert_dir!r} holds no CA certificates")
-    return True
 
 
 def new_context(
@@ -609,15 +407,15 @@ def new_context(
     cert_path, key_path = os.fspath(cert_file), os.fspath(key_file)
     ca_dir_path, ca_file_path = os.fspath(ca_dir), os.fspath(ca_file)
 
-    context = _generic_tls_context()
+    context = generic_tls_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     # Python 3.10+ may set OP_IGNORE_UNEXPECTED_EOF (OpenSSL 3): a peer closing without
     # close_notify would then read as a clean EOF and truncation attacks would go unnoticed.
     context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
-    _set_ciphers(context, cipher_list)
+    set_ciphers(context, cipher_list)
     if ssl.HAS_TLSv1_3:
-        _apply_ciphersuites(context, ciphersuites)
+        apply_ciphersuites(context, ciphersuites)
 
     if verify_mode is SslCVerifyMode.NONE:
         context.check_hostname = False
@@ -629,17 +427,12 @@ def new_context(
         context.verify_mode = ssl.CERT_OPTIONAL
         context.check_hostname = True
 
-    _load_certificates(context, cert_path, key_path)
+    load_certificates(context, cert_path, key_path)
 
     if ca_file_path or ca_dir_path:
-        _load_ca_locations(context, ca_file_path, ca_dir_path)
-    elif verify_mode is SslCVerifyMode.PEER_USE_ENV_VARS and _load_env_cas(context):
+        load_ca_locations(context, ca_file_path, ca_dir_path)
+    elif verify_mode is SslCVerifyMode.PEER_USE_ENV_VARS and load_env_cas(context):
         pass
     elif verify_mode is not SslCVerifyMode.NONE:  # as Nim, NONE loads no default CAs
-        import certifi  # here, not at the top: ``import duonet`` stays light
-
-        try:
-            context.load_verify_locations(cafile=certifi.where())
-        except (ssl.SSLError, OSError) as exc:
-            raise _error(f"{_NO_CA_FOUND} certifi's bundle: {_words(exc)}") from exc
+        load_certifi(context)
     return SslContext(context)
