@@ -187,6 +187,20 @@ class TlsChannel:
             raise
         return True
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool | None:
+        """Encrypt all of ``data`` and hand it to the kernel, never waiting.
+
+        True: all of it went out. False: it is encrypted (committed to the stream) but part of it
+        is queued: :meth:`flush` sends the rest. None: nothing was done (ciphertext of an earlier
+        send is still queued or being flushed, or the session must read first): use
+        :meth:`send`. Raises ``ssl.SSLError`` (the session failed) or the socket's ``OSError``.
+        """
+        if self._unsent or self._flushing or self._outgoing.pending:
+            return None
+        if not self.encrypt(data):
+            return None
+        return self.push()
+
     async def send(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt all of ``data`` and send it (after whatever was still queued).
 

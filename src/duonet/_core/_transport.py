@@ -221,21 +221,51 @@ class TlsStream:
         raise error from exc
 
     async def send(self, view: memoryview, flags: SocketFlag) -> None:
+        """Send all of ``view`` after what is still queued (an empty view: just that)."""
         s = self._s
         if s._peer_gone:  # an earlier send found the peer gone (the TLS stream is broken)
             s._peer_went_away(flags)
             return
         try:
-            await self.channel.send(view)
+            if view:
+                await self.channel.send(view)
+            else:
+                await self.channel.flush()
         except OSError as exc:  # (ssl.SSLError included)
-            if (
-                not isinstance(exc, ssl.SSLError)
-                and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
-                and not s._closed
-            ):
-                # The TLS stream is broken for good: later reads see the end of the stream (as
-                # a plain socket's do after a reset), whatever this call's flags.
-                s._peer_gone = True
-                if SAFE_DISCONN in flags:
-                    return
-            raise tls_send_error(exc, s._describe(), s._closed) from exc
+            self._send_failed(exc, flags)
+
+    def send_nowait(self, view: memoryview, flags: SocketFlag) -> memoryview | None:
+        """Send all of ``view`` without waiting; only while the caller owns the channel (see
+        :mod:`duonet._core._fastpath`).
+
+        Returns None when all of it went out (or, under ``SAFE_DISCONN``, the peer is gone),
+        else what an awaited :meth:`send` must still do: ``view`` itself (nothing was sent), or
+        an empty view (the records are encrypted and queued: sending nothing flushes them).
+        """
+        s = self._s
+        if s._peer_gone or not view:
+            return view  # the awaited send says what that means
+        try:
+            done = self.channel.send_nowait(view)
+        except OSError as exc:  # (ssl.SSLError included)
+            self._send_failed(exc, flags)
+            return None
+        if done is None:
+            return view
+        return None if done else view[len(view) :]
+
+    def _send_failed(self, exc: OSError, flags: SocketFlag) -> None:
+        """A failed TLS send: returns quietly if the peer is gone under ``SAFE_DISCONN``, else
+        raises the translated error."""
+        s = self._s
+        if (
+            not isinstance(exc, ssl.SSLError)
+            and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
+            and not s._closed
+        ):
+            # The TLS stream is broken for good: later reads see the end of the stream (as
+            # a plain socket's do after a reset), whatever this call's flags.
+            s._peer_gone = True
+            if SAFE_DISCONN in flags:
+                return
+        raise tls_send_error(exc, s._describe(), s._closed) from exc
