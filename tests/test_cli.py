@@ -91,6 +91,46 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     dial(port, proc).close()
 
 
+@contextlib.contextmanager
+def listening(*options: str, stdin: bool = False) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``duonet listen PORT *options`` on a free port: yields the port and the process, which is
+    killed at the end (no probe: the caller waits for it as the test needs)."""
+    port = free_port()
+    proc = start(cli("listen", str(port), *options), stdin=stdin)
+    try:
+        yield port, proc
+    finally:
+        stop(proc)
+
+
+def on_terminal(args: list[str]) -> tuple[subprocess.Popen[bytes], bytes, bytes]:
+    """Run ``args`` with stderr on a pseudo-terminal: the ended process, its standard output,
+    and everything the terminal showed."""
+    leader, follower = os.openpty()
+    try:
+        proc = start(args, stderr=follower)
+        os.close(follower)
+        follower = -1
+        try:
+            out, _ = proc.communicate(timeout=TIMEOUT)
+        finally:
+            stop(proc)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    return proc, out, shown
+
+
 def recv_all(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(65536):
@@ -99,7 +139,7 @@ def recv_all(sock: socket.socket) -> bytes:
 
 
 @contextlib.contextmanager
-def server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+def server(handle: Callable[[socket.socket], object]) -> Iterator[int]:
     """A stdlib TCP server on 127.0.0.1 for one client: yields its port."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(TIMEOUT)
@@ -118,6 +158,25 @@ def server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
     finally:
         listener.close()
         thread.join(TIMEOUT)
+
+
+@contextlib.contextmanager
+def udp_receiver() -> Iterator[tuple[socket.socket, int]]:
+    """A stdlib UDP socket bound on 127.0.0.1: yields it and its port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(TIMEOUT)
+        yield receiver, int(receiver.getsockname()[1])
+
+
+@contextlib.contextmanager
+def released(event: threading.Event) -> Iterator[None]:
+    """Set ``event`` on the way out. Entered after a server whose handler waits for ``event``,
+    it lets the handler return before the server joins its thread."""
+    try:
+        yield
+    finally:
+        event.set()
 
 
 def echo(conn: socket.socket) -> None:
@@ -162,31 +221,10 @@ def test_connect_progress_on_terminal() -> None:
     def blast(conn: socket.socket) -> None:
         conn.sendall(b"x" * size)
 
-    leader, follower = os.openpty()
-    try:
-        with server(blast) as port:
-            proc = start(cli("connect", "127.0.0.1", str(port), "--timeout", "5"), stderr=follower)
-            os.close(follower)
-            follower = -1
-            try:
-                out, _ = proc.communicate(timeout=TIMEOUT)
-            finally:
-                stop(proc)
-        assert proc.returncode == 0
-        assert len(out) == size
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal has no writer left
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-        if follower != -1:
-            os.close(follower)
+    with server(blast) as port:
+        proc, out, shown = on_terminal(cli("connect", "127.0.0.1", str(port), "--timeout", "5"))
+    assert proc.returncode == 0
+    assert len(out) == size
     assert b"received 6.0 MB" in shown
     assert b"/s" in shown
     assert shown.endswith(b"\n")
@@ -206,15 +244,12 @@ def test_connect_timeout() -> None:
     def never_send(conn: socket.socket) -> None:
         silent.wait(TIMEOUT)
 
-    with server(never_send) as port:
+    with server(never_send) as port, released(silent):
+        proc = start(cli("connect", "127.0.0.1", str(port), "--timeout", "0.3"), stdin=True)
         try:
-            proc = start(cli("connect", "127.0.0.1", str(port), "--timeout", "0.3"), stdin=True)
-            try:
-                _, err = proc.communicate(timeout=TIMEOUT)
-            finally:
-                stop(proc)
+            _, err = proc.communicate(timeout=TIMEOUT)
         finally:
-            silent.set()
+            stop(proc)
     assert proc.returncode == 1
     assert err == f"duonet: nothing received from 127.0.0.1:{port} for 0.3 s (--timeout)\n".encode()
 
@@ -222,13 +257,9 @@ def test_connect_timeout() -> None:
 def test_connect_timeout_while_connecting_names_the_address() -> None:
     """A TLS handshake that never gets an answer: the CLI's words, not the library's."""
     silent = threading.Event()
-    try:
-        with server(lambda conn: silent.wait(TIMEOUT)) as port:
-            args = ["connect", "--tls", "--insecure", "127.0.0.1", str(port)]
-            result = run(*args, "--timeout", "0.3")
-            silent.set()
-    finally:
-        silent.set()
+    with server(lambda conn: silent.wait(TIMEOUT)) as port, released(silent):
+        args = ["connect", "--tls", "--insecure", "127.0.0.1", str(port)]
+        result = run(*args, "--timeout", "0.3")
     assert result.returncode == 1
     assert (
         result.stderr
@@ -247,14 +278,10 @@ def test_connect_quit_after_eof_against_a_server_that_keeps_the_connection() -> 
         conn.sendall(b"hello\n")
         stop_server.wait(TIMEOUT)
 
-    try:
-        with server(keep_open) as port:
-            started = time.monotonic()
-            result = run("connect", "127.0.0.1", str(port), "-q", "0.5", stdin=b"bye\n")
-            elapsed = time.monotonic() - started
-            stop_server.set()
-    finally:
-        stop_server.set()
+    with server(keep_open) as port, released(stop_server):
+        started = time.monotonic()
+        result = run("connect", "127.0.0.1", str(port), "-q", "0.5", stdin=b"bye\n")
+        elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"hello\n"
     assert result.stderr == b""
@@ -278,9 +305,7 @@ def test_connect_quit_after_exits_as_soon_as_the_peer_closes() -> None:
 
 
 def test_listen_relays_both_ways() -> None:
-    port = free_port()
-    proc = start(cli("listen", str(port)), stdin=True)
-    try:
+    with listening(stdin=True) as (port, proc):
         with dial(port, proc) as sock:
             sock.sendall(b"from client\n")
             assert proc.stdin is not None
@@ -291,8 +316,6 @@ def test_listen_relays_both_ways() -> None:
         assert proc.stdout is not None
         assert proc.stderr is not None
         out, err = proc.stdout.read(), proc.stderr.read()
-    finally:
-        stop(proc)
     assert proc.returncode == 0, err
     assert received == b"from server\n"
     assert out == b"from client\n"
@@ -300,16 +323,12 @@ def test_listen_relays_both_ways() -> None:
 
 
 def test_listen_echo_serves_many_clients() -> None:
-    port = free_port()
-    proc = start(cli("listen", str(port), "--echo"))
-    try:
+    with listening("--echo") as (port, proc):
         for name in (b"first", b"second"):
             with dial(port, proc) as sock:
                 sock.sendall(name + b"\r\n" + name + b" again\n")
                 sock.shutdown(socket.SHUT_WR)
                 assert recv_all(sock) == name + b"\n" + name + b" again\n"
-    finally:
-        stop(proc)
 
 
 def test_listen_tls_needs_cert_and_key() -> None:
@@ -425,10 +444,7 @@ def test_docs_cli_page_matches_help(name: str) -> None:
 
 
 def test_udp_send() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(TIMEOUT)
-        port = receiver.getsockname()[1]
+    with udp_receiver() as (receiver, port):
         result = run("udp", "send", "127.0.0.1", str(port), "ping")
         assert result.returncode == 0, result.stderr
         assert receiver.recvfrom(65535)[0] == b"ping"
@@ -453,10 +469,7 @@ def test_udp_recv() -> None:
 
 
 def test_udp_send_reads_stdin_without_message() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(TIMEOUT)
-        port = receiver.getsockname()[1]
+    with udp_receiver() as (receiver, port):
         result = run("udp", "send", "127.0.0.1", str(port), stdin=b"from stdin\n")
         assert result.returncode == 0, result.stderr
         assert receiver.recvfrom(65535)[0] == b"from stdin\n"
@@ -511,7 +524,8 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @contextlib.contextmanager
 def s_server(tls_files: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """``openssl s_server`` on 127.0.0.1: what a client sends ends up on its stdout."""
+    """``openssl s_server`` on 127.0.0.1, yielded once it listens: what a client sends ends up
+    on its stdout."""
     assert OPENSSL is not None
     port = free_port()
     proc = start(
@@ -529,6 +543,7 @@ def s_server(tls_files: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[
         stdin=True,
     )
     try:
+        wait_listening(port, proc)
         yield port, proc
     finally:
         stop(proc)
@@ -542,6 +557,11 @@ def read_line(pipe: IO[bytes], timeout: float = TIMEOUT) -> bytes:
         return lines.get(timeout=timeout)
     except queue.Empty:
         return b""
+
+
+def tls_options(tls_files: dict[str, str]) -> list[str]:
+    """``listen``'s options for TLS with the test certificate."""
+    return ["--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
 
 
 def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: bytes) -> None:
@@ -571,15 +591,13 @@ def tls_exchange(server_proc: subprocess.Popen[bytes], args: list[str], line: by
 @needs_openssl
 def test_connect_tls_to_openssl(tls_files: dict[str, str]) -> None:
     with s_server(tls_files) as (port, server_proc):
-        wait_listening(port, server_proc)
         args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
         tls_exchange(server_proc, cli(*args), b"hello over tls\n")
 
 
 @needs_openssl
 def test_connect_tls_untrusted_certificate(tls_files: dict[str, str]) -> None:
-    with s_server(tls_files) as (port, server_proc):
-        wait_listening(port, server_proc)
+    with s_server(tls_files) as (port, _):
         result = run("connect", "--tls", "localhost", str(port), "--timeout", "5")
     assert result.returncode == 1
     assert result.stderr.startswith(b"duonet: ")
@@ -632,13 +650,9 @@ def test_connect_tls_quit_after_eof(tls_files: dict[str, str]) -> None:
         tls.sendall(b"pong\n")
         done.wait(TIMEOUT)
 
-    try:
-        with tls_server(tls_files, linger) as port:
-            args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
-            result = run(*args, "-q", "0.5", stdin=b"ping\n")
-            done.set()
-    finally:
-        done.set()
+    with tls_server(tls_files, linger) as port, released(done):
+        args = ["connect", "--tls", "--ca", tls_files["ca"], "localhost", str(port)]
+        result = run(*args, "-q", "0.5", stdin=b"ping\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"pong\n"
     assert result.stderr == b""
@@ -647,7 +661,6 @@ def test_connect_tls_quit_after_eof(tls_files: dict[str, str]) -> None:
 @needs_openssl
 def test_connect_tls_insecure(tls_files: dict[str, str]) -> None:
     with s_server(tls_files) as (port, server_proc):
-        wait_listening(port, server_proc)
         args = ["connect", "--tls", "--insecure", "127.0.0.1", str(port)]
         tls_exchange(server_proc, cli(*args), b"no checks\n")
 
@@ -655,11 +668,7 @@ def test_connect_tls_insecure(tls_files: dict[str, str]) -> None:
 @needs_openssl
 def test_listen_tls_echo_with_openssl_client(tls_files: dict[str, str]) -> None:
     assert OPENSSL is not None
-    port = free_port()
-    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
-    listener = start(cli(*args, "--echo"))
-    client: subprocess.Popen[bytes] | None = None
-    try:
+    with listening(*tls_options(tls_files), "--echo") as (port, listener):
         wait_listening(port, listener)  # a probe that fails its handshake: the server goes on
         client = start(
             [
@@ -674,22 +683,18 @@ def test_listen_tls_echo_with_openssl_client(tls_files: dict[str, str]) -> None:
             ],
             stdin=True,
         )
-        assert client.stdin is not None
-        assert client.stdout is not None
-        client.stdin.write(b"echo me\n")
-        client.stdin.flush()
-        assert client.stdout.readline() == b"echo me\n"
-    finally:
-        if client is not None:
+        try:
+            assert client.stdin is not None
+            assert client.stdout is not None
+            client.stdin.write(b"echo me\n")
+            client.stdin.flush()
+            assert client.stdout.readline() == b"echo me\n"
+        finally:
             stop(client)
-        stop(listener)
 
 
 def test_listen_echo_reports_failing_clients_and_goes_on(tls_files: dict[str, str]) -> None:
-    port = free_port()
-    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
-    proc = start(cli(*args, "--echo"))
-    try:
+    with listening(*tls_options(tls_files), "--echo") as (port, proc):
         wait_listening(port, proc)
         with dial(port, proc) as http:  # plaintext: its handshake fails
             http.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -704,8 +709,6 @@ def test_listen_echo_reports_failing_clients_and_goes_on(tls_files: dict[str, st
         # Clients are served one after another: "two" was echoed, so the reset was handled.
         proc.kill()
         _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        stop(proc)
     text = err.decode()
     assert "http" in text.lower(), text  # the failed handshake, with OpenSSL's reason
     assert "reset" in text.lower(), text  # the reset client
@@ -741,9 +744,7 @@ def test_connect_to_nc_listener() -> None:
 @pytest.mark.skipif(SOCAT is None, reason="socat is not installed")
 def test_listen_with_socat_client() -> None:
     assert SOCAT is not None
-    port = free_port()
-    listener = start(cli("listen", str(port), "--echo"))
-    try:
+    with listening("--echo") as (port, listener):
         wait_listening(port, listener)
         result = subprocess.run(
             [SOCAT, "-", f"TCP:127.0.0.1:{port}"],
@@ -752,8 +753,6 @@ def test_listen_with_socat_client() -> None:
             timeout=TIMEOUT,
         )
         assert result.stdout == b"via socat\n"
-    finally:
-        stop(listener)
 
 
 # -- listen --echo: duonet.serve, clients at once ------------------------------------------------
@@ -816,10 +815,8 @@ def ask(sock: socket.socket, line: bytes) -> bytes:
 
 def test_listen_echo_serves_clients_at_once() -> None:
     """The second client is answered while the first is still connected (and idle)."""
-    port = free_port()
-    proc = start(cli("listen", str(port), "--echo"))
-    err = StderrLines(proc)
-    try:
+    with listening("--echo") as (port, proc):
+        err = StderrLines(proc)
         wait_listening(port, proc)
         with dial(port, proc) as first, dial(port, proc) as second:
             assert ask(first, b"first\n") == b"first\n"
@@ -829,15 +826,11 @@ def test_listen_echo_serves_clients_at_once() -> None:
             first.shutdown(socket.SHUT_WR)
             assert recv_all(first) == b""
             assert ask(second, b"still here\n") == b"still here\n"
-    finally:
-        stop(proc)
     assert f"listening on 127.0.0.1:{port}".encode() in err.rest()
 
 
 def test_listen_echo_max_clients_makes_the_next_client_wait() -> None:
-    port = free_port()
-    proc = start(cli("listen", str(port), "--echo", "--max-clients", "1"))
-    try:
+    with listening("--echo", "--max-clients", "1") as (port, proc):
         wait_listening(port, proc)
         with dial(port, proc) as first:
             assert ask(first, b"one\n") == b"one\n"
@@ -849,18 +842,13 @@ def test_listen_echo_max_clients_makes_the_next_client_wait() -> None:
                 second.settimeout(TIMEOUT)
                 first.close()  # its slot goes to second, which is answered now
                 assert ask(second, b"") == b"two\n"
-    finally:
-        stop(proc)
 
 
 def test_listen_echo_reports_a_failing_tls_client_while_serving_another(
     tls_files: dict[str, str],
 ) -> None:
-    port = free_port()
-    args = ["listen", str(port), "--tls", "--cert", tls_files["cert"], "--key", tls_files["key"]]
-    proc = start(cli(*args, "--echo"))
-    err = StderrLines(proc)
-    try:
+    with listening(*tls_options(tls_files), "--echo") as (port, proc):
+        err = StderrLines(proc)
         wait_listening(port, proc)  # the probe fails its handshake too: it is reported
         ctx = ssl.create_default_context(cafile=tls_files["ca"])
         with ctx.wrap_socket(dial(port, proc), server_hostname="localhost") as good:
@@ -875,18 +863,14 @@ def test_listen_echo_reports_a_failing_tls_client_while_serving_another(
             assert ask(good, b"after\n") == b"after\n"
             good.unwrap().close()  # a clean TLS close: nothing to report
         err.wait_for(b"connection from 127.0.0.1")
-    finally:
-        stop(proc)
     text = err.rest().decode()
     assert text.count("connection from 127.0.0.1") == 1, text
     assert text.count("duonet: ") == 2, text  # the probe and the plain client, nothing else
 
 
 def test_listen_echo_ctrl_c_closes_the_clients_and_exits_130() -> None:
-    port = free_port()
-    proc = start(cli("listen", str(port), "--echo"))
-    err = StderrLines(proc)
-    try:
+    with listening("--echo") as (port, proc):
+        err = StderrLines(proc)
         wait_listening(port, proc)
         with dial(port, proc) as client:
             assert ask(client, b"hi\n") == b"hi\n"
@@ -896,8 +880,6 @@ def test_listen_echo_ctrl_c_closes_the_clients_and_exits_130() -> None:
             assert proc.wait(timeout=TIMEOUT) == 130
             assert time.monotonic() - started < 4  # the client is not waited for (5 s)
             assert recv_all(client) == b""  # the server closed it
-    finally:
-        stop(proc)
     assert b"Traceback" not in err.rest()
 
 
@@ -1044,32 +1026,11 @@ def test_send_tls_untrusted_hints_at_ca(tmp_path: Path, tls_files: dict[str, str
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
 def test_send_progress_on_terminal(big_file: tuple[Path, bytes]) -> None:
     path, answer = big_file
-    leader, follower = os.openpty()
-    try:
-        with server(sha256_answer) as port:
-            args = cli("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
-            proc = start(args, stderr=follower)
-            os.close(follower)
-            follower = -1
-            try:
-                out, _ = proc.communicate(timeout=TIMEOUT)
-            finally:
-                stop(proc)
-        assert proc.returncode == 0
-        assert out == answer
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal has no writer left
-                break
-            if not chunk:
-                break
-            shown += chunk
-    finally:
-        os.close(leader)
-        if follower != -1:
-            os.close(follower)
+    with server(sha256_answer) as port:
+        args = cli("send", str(path), "127.0.0.1", str(port), "--timeout", "5")
+        proc, out, shown = on_terminal(args)
+    assert proc.returncode == 0
+    assert out == answer
     assert b"sent 4.8 MB" in shown, shown
     assert b"/s" in shown
     assert shown.endswith(
