@@ -1,4 +1,5 @@
-"""The structure of ``src/``: the layers import downwards only, so the import graph has no cycle.
+"""The structure of ``src/``: the layers import downwards only (the import graph has no cycle),
+and no module grows past one reason to change.
 
 Every import counts: at the top, inside functions, and under ``TYPE_CHECKING`` (a cycle hidden
 there is still two modules that must change together). A package's own ``__init__`` is not an
@@ -88,3 +89,15 @@ def test_the_import_graph_of_src_has_no_cycle() -> None:
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: Past this a module has more than one reason to change: split it (see docs/architecture.rst).
+MAX_MODULE_LINES = 600
+
+
+def test_no_module_of_src_is_over_the_size_limit() -> None:
+    sizes = {
+        name: len(path.read_text(encoding="utf-8").splitlines())
+        for name, path in _modules().items()
+    }
+    assert {name: size for name, size in sizes.items() if size > MAX_MODULE_LINES} == {}
