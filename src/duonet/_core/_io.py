@@ -13,10 +13,13 @@ TLS runs over the same syscalls and waits: see :mod:`duonet._core._tlschannel`.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
 import sys
+import threading
+from asyncio.selector_events import BaseSelectorEventLoop
 from typing import Any
 
 import anyio
@@ -31,23 +34,227 @@ class Waiter:
     already buffered or sitting in the kernel, but must not wait. A wait then raises
     :class:`anyio.WouldBlock` (not an ``OSError``, which the callers take for a failure of the
     connection); the call's ``Deadline`` turns it into ``TimeoutError``.
+
+    How it waits:
+
+    * **asyncio** (the stdlib's loops, uvloop): the socket's reader stays registered with
+      ``loop.add_reader`` from one wait to the next, and each wait awaits a plain future that
+      the reader's callback completes. (``anyio.wait_readable`` registers and removes the fd,
+      two ``epoll_ctl`` and a selector key, around every wait: every line of a request/response
+      protocol.) The registration goes when the callback finds nobody waiting (the fd must not
+      keep the loop spinning), when a wait is cancelled or fails, and in :meth:`close`, which
+      must come before the socket is closed: the fd's number may be reused at once. Waits for
+      writability are rare (a full send buffer, a connect) and register for one wait each.
+    * **trio**: ``trio.lowlevel.wait_readable``/``wait_writable`` (trio keeps its own
+      registration), without anyio's dispatch on every wait.
+    * Anything else (a proactor loop, trio run as a guest of asyncio): ``anyio.wait_readable``.
+
+    One task per direction at a time: a second one gets :class:`anyio.BusyResourceError`, as
+    with anyio. :meth:`close` wakes a waiting task with :class:`anyio.ClosedResourceError`; the
+    waits through trio and anyio are woken by ``anyio.notify_closing``.
     """
 
-    __slots__ = ("nowait", "sock")
+    __slots__ = ("_loop", "_owner", "_rfut", "_stale", "_wfut", "nowait", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.nowait = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # where the reader is registered
+        self._owner = 0  # the process that registered it (a fork's child must not use it)
+        self._rfut: asyncio.Future[bool] | None = None  # the read that waits
+        self._wfut: asyncio.Future[bool] | None = None  # the write that waits
+        #: A selector loop's next poll reports once more the readiness that just woke the
+        #: reader, before the woken task could read: the reader's callback ignores it.
+        self._stale = False
 
     async def readable(self) -> None:
+        """Wait until the socket is readable (closed: :class:`anyio.ClosedResourceError`)."""
         if self.nowait:
             raise anyio.WouldBlock
-        await anyio.wait_readable(self.sock)
+        loop = _asyncio_loop()
+        if loop is None:
+            await _trio_wait(self.sock, "wait_readable")
+            return
+        if self._rfut is not None:
+            raise anyio.BusyResourceError("reading from")
+        if self._loop is not loop and not self._register(loop):
+            await anyio.wait_readable(self.sock)
+            return
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._rfut = fut
+        try:
+            ready = await fut
+        except BaseException:
+            # Cancelled (or the loop is shutting down): leave nothing registered behind.
+            if self._rfut is fut:
+                self._rfut = None
+            self._unregister()
+            raise
+        if not ready:
+            raise anyio.ClosedResourceError
 
     async def writable(self) -> None:
+        """Wait until the socket is writable (closed: :class:`anyio.ClosedResourceError`)."""
         if self.nowait:
             raise anyio.WouldBlock
-        await anyio.wait_writable(self.sock)
+        loop = _asyncio_loop()
+        if loop is None:
+            await _trio_wait(self.sock, "wait_writable")
+            return
+        if self._wfut is not None:
+            raise anyio.BusyResourceError("writing to")
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise anyio.ClosedResourceError
+        fut: asyncio.Future[bool] = loop.create_future()
+        try:
+            loop.add_writer(fd, self._on_writable, fut)
+        except NotImplementedError:  # a proactor loop (Windows): anyio's selector thread
+            await anyio.wait_writable(self.sock)
+            return
+        self._wfut = fut
+        self._owner = os.getpid()
+        try:
+            ready = await fut
+        finally:
+            if self._wfut is fut:  # cancelled: drop the registration
+                self._wfut = None
+                loop.remove_writer(fd)
+        if not ready:
+            raise anyio.ClosedResourceError
+
+    def close(self) -> None:
+        """Wake the waiting tasks (:class:`anyio.ClosedResourceError`) and drop every
+        registration. Call it before the socket is closed (or its fd replaced). Idempotent.
+
+        From a thread other than the loop's, the loop is asked to do it and this call waits
+        for that (a blocking ``close()`` after a read that waited through the portal): the fd
+        must leave the loop's selector before its number can be given to another socket.
+        """
+        wfut = self._wfut
+        loop = self._loop or (wfut.get_loop() if wfut is not None else None)
+        if loop is None:
+            return
+        if loop.is_closed() or self._owner != os.getpid():
+            self._loop = self._rfut = self._wfut = None  # nothing left to watch it
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop or not loop.is_running():
+            self._wake_all()
+            return
+        done = threading.Event()
+
+        def in_loop() -> None:
+            self._wake_all()
+            done.set()
+
+        try:
+            loop.call_soon_threadsafe(in_loop)
+        except RuntimeError:  # closed meanwhile
+            self._loop = self._rfut = self._wfut = None
+            return
+        while not done.wait(0.05):
+            if not loop.is_running():  # stopped: no other thread uses it now
+                self._wake_all()
+                return
+
+    # -- asyncio ----------------------------------------------------------------------------
+
+    def _register(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Register the reader on ``loop``; False if the loop cannot (proactor)."""
+        fd = self.sock.fileno()
+        if fd < 0:
+            raise anyio.ClosedResourceError
+        self._unregister()  # another loop's (one that has ended, normally)
+        try:
+            loop.add_reader(fd, self._on_readable)
+        except NotImplementedError:
+            return False
+        self._loop = loop
+        self._owner = os.getpid()
+        self._stale = False
+        return True
+
+    def _unregister(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            self._loop = None
+            fd = self.sock.fileno()
+            if fd >= 0 and not loop.is_closed():
+                loop.remove_reader(fd)
+
+    def _on_readable(self) -> None:
+        fut = self._rfut
+        if self._stale:
+            self._stale = False
+            if fut is not None:  # (new data would be reported again: level-triggered)
+                return
+        if fut is None:  # nobody waits, nor read since the last wake-up: stop watching
+            self._unregister()
+            return
+        if fut.done():  # cancelled: the task unregisters when it resumes
+            return
+        self._rfut = None
+        fut.set_result(True)
+        loop = self._loop
+        if isinstance(loop, BaseSelectorEventLoop):
+            self._stale = True  # and the stale report finds out whether anyone waits again
+        elif loop is not None:
+            loop.call_soon(self._settle)  # after the woken task's step (uvloop: no stale report)
+
+    def _settle(self) -> None:
+        if self._rfut is None:  # the woken task did not wait again
+            self._unregister()
+
+    def _on_writable(self, fut: asyncio.Future[bool]) -> None:
+        if self._wfut is fut:
+            self._wfut = None
+            fut.get_loop().remove_writer(self.sock.fileno())
+            fut.set_result(True)
+
+    def _wake_all(self) -> None:
+        """Wake both directions with "closed" and unregister, in the loop's thread."""
+        rfut, wfut = self._rfut, self._wfut
+        self._rfut = self._wfut = None
+        if wfut is not None:
+            fd = self.sock.fileno()
+            if fd >= 0:
+                wfut.get_loop().remove_writer(fd)
+            if not wfut.done():
+                wfut.set_result(False)
+        if rfut is not None and not rfut.done():
+            rfut.set_result(False)
+        self._unregister()
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, if this is an asyncio task (not trio, even as a guest)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return loop if asyncio.current_task(loop) is not None else None
+
+
+async def _trio_wait(sock: socket.socket, name: str) -> None:
+    """trio's ``wait_readable``/``wait_writable`` with anyio's exceptions (anyio's own wait
+    if this is not trio)."""
+    trio: Any = sys.modules.get("trio")
+    if trio is None or not trio.lowlevel.in_trio_task():
+        await getattr(anyio, name)(sock)
+        return
+    if sock.fileno() < 0:
+        raise anyio.ClosedResourceError
+    try:
+        await getattr(trio.lowlevel, name)(sock)
+    except trio.ClosedResourceError:
+        raise anyio.ClosedResourceError from None
+    except trio.BusyResourceError:
+        what = "reading from" if name == "wait_readable" else "writing to"
+        raise anyio.BusyResourceError(what) from None
 
 
 async def send_all(sock: socket.socket, waiter: Waiter, view: memoryview) -> None:
@@ -177,7 +384,7 @@ def _copy_options(old: socket.socket, new: socket.socket) -> None:
         pass
 
 
-def renew_socket(sock: socket.socket, bound: Any = None) -> None:
+def renew_socket(sock: socket.socket, bound: Any = None, waiter: Waiter | None = None) -> None:
     """Give ``sock``'s file descriptor a fresh socket, after a failed ``connect``.
 
     A socket whose connect failed cannot try again (Linux answers the next ``connect`` with
@@ -185,11 +392,13 @@ def renew_socket(sock: socket.socket, bound: Any = None) -> None:
     kind, with the old one's options, re-bound to ``bound`` (the address ``bind`` was given, if
     any). ``dup2`` puts it under the same descriptor number, so a ``fileno()`` the caller already
     holds stays valid, and so does its inheritable flag. No event loop may still watch the old
-    socket: ``anyio.notify_closing`` is called first.
+    socket: ``waiter`` (the socket's) is closed and ``anyio.notify_closing`` called first.
     """
     fresh = socket.socket(sock.family, sock.type, sock.proto)
     try:
         _copy_options(sock, fresh)
+        if waiter is not None:
+            waiter.close()
         anyio.notify_closing(sock)
         os.dup2(fresh.fileno(), sock.fileno(), inheritable=sock.get_inheritable())
     finally:

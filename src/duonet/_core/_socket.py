@@ -1037,7 +1037,7 @@ class AsyncSocket(ByteStream):
                 if last is not None:
                     # A socket whose connect failed cannot try again: a fresh one, same fd.
                     try:
-                        renew_socket(self._sock, self._bound)
+                        renew_socket(self._sock, self._bound, self._waiter)
                     except OSError as exc:
                         raise with_address(exc, "renewing the socket connecting to", what) from last
                 try:
@@ -1300,6 +1300,7 @@ class AsyncSocket(ByteStream):
             self._tls_state.close()
         elif not self._listening:
             drain_unread(self._sock, not self._buffered)  # so that the close is a FIN, not a reset
+        self._waiter.close()  # the fd leaves the loop's selector before its number is free
         self._sock.close()
         self._buf.clear()
 
