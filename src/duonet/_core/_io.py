@@ -1,12 +1,12 @@
-"""The lowest layer of the core: non-blocking syscalls on a raw socket, waits through anyio.
+"""The lowest layer of the core: non-blocking syscalls on a raw socket, and waits for readiness.
 
 Why not anyio's ``SocketStream``: measured on asyncio, its stream reaches ~0.14x the stdlib's bulk
 receive speed, and streams made by ``from_socket()``/``accept()`` read eagerly into an unbounded
 queue (a flooding peer grows memory without limit, as measured with anyio 4.x). Trying the
-syscall first and only then ``await anyio.wait_readable(sock)`` keeps pace with the stdlib, reads
-only when the user asks (the kernel's buffer is the backpressure), behaves the same on asyncio and
-trio, and consumes nothing when cancelled: a syscall either returned data (which the caller buffers
-before its next ``await``) or it did not run.
+syscall first and only then waiting for readiness (:class:`Waiter`) keeps pace with the stdlib,
+reads only when the user asks (the kernel's buffer is the backpressure), behaves the same on
+asyncio and trio, and consumes nothing when cancelled: a syscall either returned data (which the
+caller buffers before its next ``await``) or it did not run.
 
 TLS runs over the same syscalls and waits: see :mod:`duonet._core._tlschannel`.
 """
@@ -45,20 +45,24 @@ class Waiter:
       keep the loop spinning), when a wait is cancelled or fails, and in :meth:`close`, which
       must come before the socket is closed: the fd's number may be reused at once. Waits for
       writability are rare (a full send buffer, a connect) and register for one wait each.
-    * **trio**: ``trio.lowlevel.wait_readable``/``wait_writable`` (trio keeps its own
-      registration), without anyio's dispatch on every wait.
-    * Anything else (a proactor loop, trio run as a guest of asyncio): ``anyio.wait_readable``.
+    * **trio**, and loops without ``add_reader`` (Windows' proactor): ``anyio.wait_readable``
+      and ``anyio.wait_writable``; trio re-arms its own registration at each wait, and anyio's
+      dispatch costs little there (measured: ~0.2 us of ~8 us per wait). The first wait
+      decides, for the socket's life.
 
     One task per direction at a time: a second one gets :class:`anyio.BusyResourceError`, as
     with anyio. :meth:`close` wakes a waiting task with :class:`anyio.ClosedResourceError`; the
-    waits through trio and anyio are woken by ``anyio.notify_closing``.
+    waits through anyio are woken by ``anyio.notify_closing``. Nothing else may wait on the fd
+    through the same asyncio loop meanwhile (``add_reader`` replaces a reader): the same rule
+    as for an fd that an asyncio transport owns.
     """
 
-    __slots__ = ("_loop", "_owner", "_rfut", "_stale", "_wfut", "nowait", "sock")
+    __slots__ = ("_by_anyio", "_loop", "_owner", "_rfut", "_stale", "_wfut", "nowait", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.nowait = False
+        self._by_anyio = False  # not an asyncio task (trio), or a loop without add_reader
         self._loop: asyncio.AbstractEventLoop | None = None  # where the reader is registered
         self._owner = 0  # the process that registered it (a fork's child must not use it)
         self._rfut: asyncio.Future[bool] | None = None  # the read that waits
@@ -71,15 +75,13 @@ class Waiter:
         """Wait until the socket is readable (closed: :class:`anyio.ClosedResourceError`)."""
         if self.nowait:
             raise anyio.WouldBlock
-        loop = _asyncio_loop()
-        if loop is None:
-            await _trio_wait(self.sock, "wait_readable")
+        loop = None if self._by_anyio else _asyncio_loop()
+        if loop is None or (self._loop is not loop and not self._register(loop)):
+            self._by_anyio = True
+            await anyio.wait_readable(self.sock)
             return
         if self._rfut is not None:
             raise anyio.BusyResourceError("reading from")
-        if self._loop is not loop and not self._register(loop):
-            await anyio.wait_readable(self.sock)
-            return
         fut: asyncio.Future[bool] = loop.create_future()
         self._rfut = fut
         try:
@@ -97,9 +99,10 @@ class Waiter:
         """Wait until the socket is writable (closed: :class:`anyio.ClosedResourceError`)."""
         if self.nowait:
             raise anyio.WouldBlock
-        loop = _asyncio_loop()
+        loop = None if self._by_anyio else _asyncio_loop()
         if loop is None:
-            await _trio_wait(self.sock, "wait_writable")
+            self._by_anyio = True
+            await anyio.wait_writable(self.sock)
             return
         if self._wfut is not None:
             raise anyio.BusyResourceError("writing to")
@@ -109,7 +112,8 @@ class Waiter:
         fut: asyncio.Future[bool] = loop.create_future()
         try:
             loop.add_writer(fd, self._on_writable, fut)
-        except NotImplementedError:  # a proactor loop (Windows): anyio's selector thread
+        except NotImplementedError:  # a proactor loop (Windows)
+            self._by_anyio = True
             await anyio.wait_writable(self.sock)
             return
         self._wfut = fut
@@ -164,10 +168,12 @@ class Waiter:
     # -- asyncio ----------------------------------------------------------------------------
 
     def _register(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Register the reader on ``loop``; False if the loop cannot (proactor)."""
+        """Register the reader on ``loop``; False if the loop cannot (proactor: Windows)."""
         fd = self.sock.fileno()
         if fd < 0:
             raise anyio.ClosedResourceError
+        if self._rfut is not None:
+            raise anyio.BusyResourceError("reading from")
         self._unregister()  # another loop's (one that has ended, normally)
         try:
             loop.add_reader(fd, self._on_readable)
@@ -212,7 +218,9 @@ class Waiter:
     def _on_writable(self, fut: asyncio.Future[bool]) -> None:
         if self._wfut is fut:
             self._wfut = None
-            fut.get_loop().remove_writer(self.sock.fileno())
+            fd = self.sock.fileno()
+            if fd >= 0:
+                fut.get_loop().remove_writer(fd)
             fut.set_result(True)
 
     def _wake_all(self) -> None:
@@ -237,24 +245,6 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
     except RuntimeError:
         return None
     return loop if asyncio.current_task(loop) is not None else None
-
-
-async def _trio_wait(sock: socket.socket, name: str) -> None:
-    """trio's ``wait_readable``/``wait_writable`` with anyio's exceptions (anyio's own wait
-    if this is not trio)."""
-    trio: Any = sys.modules.get("trio")
-    if trio is None or not trio.lowlevel.in_trio_task():
-        await getattr(anyio, name)(sock)
-        return
-    if sock.fileno() < 0:
-        raise anyio.ClosedResourceError
-    try:
-        await getattr(trio.lowlevel, name)(sock)
-    except trio.ClosedResourceError:
-        raise anyio.ClosedResourceError from None
-    except trio.BusyResourceError:
-        what = "reading from" if name == "wait_readable" else "writing to"
-        raise anyio.BusyResourceError(what) from None
 
 
 async def send_all(sock: socket.socket, waiter: Waiter, view: memoryview) -> None:
