@@ -300,3 +300,32 @@ def test_close_from_a_foreign_thread_wakes_and_unregisters(
         with pytest.raises(anyio.ClosedResourceError):
             future.result(5)
         assert portal.call(is_watched) is False
+
+
+async def test_a_stale_selector_key_for_the_fd_number_is_replaced() -> None:
+    """Other code that closed a watched socket leaves the selector a key for its number; the
+    next socket with that number must still be watched for real (stdlib loop only)."""
+    if watched(0) is None:
+        pytest.skip("only asyncio's selector loops keep keys by fd number")
+    loop = asyncio.get_running_loop()
+
+    def slow_echo(conn: socket.socket) -> None:
+        for line in conn.makefile("rb"):
+            time.sleep(0.1)  # the reader has to wait for the answer
+            conn.sendall(line.upper())
+
+    with peer(slow_echo) as p:
+        junk = socket.socket()
+        fd = junk.fileno()
+        loop.add_reader(fd, lambda: None)
+        junk.close()  # closed while watched: the selector keeps its key for the number
+        raw = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+        if raw.fileno() != fd:  # pragma: no cover - another thread took the number
+            raw.close()
+            loop.remove_reader(fd)
+            pytest.skip("the fd number went elsewhere")
+        with anyio.fail_after(10):
+            async with aio.AsyncSocket.from_socket(raw) as sock:
+                await sock.send(b"hello\n")
+                assert await sock.recv_line(timeout=5) == b"HELLO"
+            assert_unwatched(fd)

@@ -19,12 +19,18 @@ import os
 import socket
 import sys
 import threading
+import time
 from asyncio.selector_events import BaseSelectorEventLoop
 from typing import Any
 
 import anyio
 
 __all__ = ("Waiter", "connect_raw", "renew_socket", "send_all")
+
+
+#: How long :meth:`Waiter.close`, called from another thread, waits for the loop to drop the
+#: registration (a live loop takes microseconds; one that never answers must not hang close()).
+_CLOSE_WAIT = 5.0
 
 
 class Waiter:
@@ -160,9 +166,13 @@ class Waiter:
         except RuntimeError:  # closed meanwhile
             self._loop = self._rfut = self._wfut = None
             return
+        give_up = time.monotonic() + _CLOSE_WAIT
         while not done.wait(0.05):
             if not loop.is_running():  # stopped: no other thread uses it now
                 self._wake_all()
+                return
+            if time.monotonic() > give_up:  # a wedged loop (or one frozen at exit)
+                self._loop = self._rfut = self._wfut = None
                 return
 
     # -- asyncio ----------------------------------------------------------------------------
@@ -176,6 +186,10 @@ class Waiter:
             raise anyio.BusyResourceError("reading from")
         self._unregister()  # another loop's (one that has ended, normally)
         try:
+            # A key that the selector still holds for this fd number (a socket closed while
+            # watched, by other code) would make add_reader update the key without telling the
+            # kernel: drop it, so that the fd is registered afresh.
+            loop.remove_reader(fd)
             loop.add_reader(fd, self._on_readable)
         except NotImplementedError:
             return False
