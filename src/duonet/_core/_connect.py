@@ -58,7 +58,7 @@ class ConnectionCalls(SocketState):
                 if last is not None:
                     # A socket whose connect failed cannot try again: a fresh one, same fd.
                     try:
-                        renew_socket(self._sock, self._bound)
+                        renew_socket(self._sock, self._bound, self._waiter)
                     except OSError as exc:
                         raise with_address(exc, "renewing the socket connecting to", what) from last
                 try:

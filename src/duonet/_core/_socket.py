@@ -234,6 +234,7 @@ class AsyncSocket(StreamReads, StreamWrites, DatagramCalls, ConnectionCalls, Byt
             self._tls_state.close()
         elif not self._listening:
             drain_unread(self._sock, not self._buffered)  # so that the close is a FIN, not a reset
+        self._waiter.close()  # the fd leaves the loop's selector before its number is free
         self._sock.close()
         self._buf.clear()
 
