@@ -117,7 +117,7 @@ class SocketState:
         # A stream socket that was never connected (nor accepted) refuses reads and writes with
         # ENOTCONN: SAFE_DISCONN covers a connection that was lost, never one that did not exist.
         self._unconnected = sock.type == socket.SOCK_STREAM
-        self._drained = False  # the last non-blocking read found nothing: wait before reading
+        self._drained = False  # the last read emptied the kernel: wait before reading again
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
         self._bound: Any = None  # the sockaddr given to bind_addr (a renewed socket re-binds it)
@@ -128,6 +128,8 @@ class SocketState:
         self._psk_identity = ""
         self._tls_state: Any = None  # a TLS listener's parked handshakes (_tls._ListenerState)
         self._transport = self._transport_for()
+        #: The deadline of every call without a timeout: it holds no state, so one serves all.
+        self._forever = Deadline(None, "", self._waiter, self._describe)
 
     @classmethod
     def _adopt(
@@ -160,6 +162,8 @@ class SocketState:
 
     def _deadline(self, timeout: float | None, what: str) -> Deadline:
         """The one deadline of a call on this socket (``timeout=0``: the waiter will not wait)."""
+        if timeout is None:
+            return self._forever
         return Deadline(timeout, what, self._waiter, self._describe, what in _KEEPS)
 
     # -- guards -------------------------------------------------------------------------------

@@ -54,11 +54,15 @@ class PlainStream:
         buf = s._buf
         if buf.eof or s._gone_nowait():
             return False
-        if s._drained:  # the fast path just found the kernel empty: do not ask again
+        if s._drained:  # the kernel was found empty, or emptied: wait before asking again
             s._drained = False
-            await s._waiter.readable()
+            if not s._waiter.nowait:  # (timeout=0 takes what arrived meanwhile, never waits)
+                await s._waiter.readable()
         data = await self._read(self._recv, limit, flags)
         if data:
+            # A short read emptied the kernel: the next read waits first instead of asking
+            # the kernel again for nothing (a request/response protocol's every line).
+            s._drained = len(data) < limit
             buf.feed(data)
             return True
         return False
