@@ -149,7 +149,12 @@ class AsyncSocket(StreamReads, StreamWrites, DatagramCalls, ConnectionCalls, Byt
             raise self._os_error(exc, "getting the peer address of") from exc
 
     def get_fd(self) -> int:
-        """The file descriptor (-1 once closed)."""
+        """The file descriptor (-1 once closed).
+
+        duonet waits on it itself: on asyncio, do not register it with the same loop
+        (``add_reader``, ``anyio.wait_readable``) while duonet uses the socket, as for any
+        descriptor an asyncio transport owns: the loop keeps one reader per descriptor.
+        """
         return -1 if self._closed else self._fd
 
     def fileno(self) -> int:
