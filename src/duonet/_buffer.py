@@ -23,6 +23,9 @@ and goes on in the general mode.
 * ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
   ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
   followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
+  While a batch holds no ``\\r`` (``_ready``), :meth:`take_line` pops its next entry in its first
+  three lines: the hot path of ``\\n`` lines, and the blocking face's "answer from the buffer"
+  step (``duonet._core._fastpath.line_from_buffer``).
 * ``_raw``: a bytearray of everything after that, except:
 * ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
   tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus
@@ -60,7 +63,7 @@ __all__ = ("EMPTY_LINE", "ReadBuffer")
 #: What an empty line reads as (Nim's rule), so that ``b""`` always means "closed".
 EMPTY_LINE = b"\r\n"
 
-_NO_LINES: list[bytes] = []  # `ready` when no line is ready: always empty, never appended to
+_NO_LINES: list[bytes] = []  # `_ready` when no line is ready: always empty, never appended to
 _MIN_BATCH = 4096
 _MAX_BATCH = 1 << 18
 #: Once ``_raw`` holds this many bytes, later chunks queue in ``_tail`` instead of being appended.
@@ -89,21 +92,23 @@ class ReadBuffer:
         "_lines",
         "_merged",
         "_raw",
+        "_ready",
+        "_ready_max",
         "_scan",
         "_skip_lf",
         "_tail",
         "_tail_len",
         "eof",
         "last_term",
-        "ready",
     )
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []  # split lines, last first
-        #: The fast lane for a blocking ``recv_line`` served in its caller's thread: split lines
-        #: that need no further processing (last first; an empty entry is an empty line), or an
-        #: always-empty list. Pop from it only while holding the socket's read guard.
-        self.ready: list[bytes] = _NO_LINES
+        # The hot path of take_line: _lines while its entries need no further processing (a
+        # batch with no \r in it; an empty entry is an empty line), else an always-empty list.
+        # While it is not empty, last_term is b"\n" and no entry is longer than _ready_max.
+        self._ready: list[bytes] = _NO_LINES
+        self._ready_max = 0
         #: The terminator consumed with the last line ``take_line`` returned (``b""`` for a
         #: ``max_length`` piece), so that the exact bytes can be put back (:meth:`unread_line`).
         self.last_term = b""
@@ -223,13 +228,17 @@ class ReadBuffer:
         Returns ``None`` when no complete line (and no full ``max_length`` piece) is buffered yet;
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
+        ready = self._ready
+        if ready and self._ready_max <= max_length:  # the hot path (last_term is b"\n")
+            return ready.pop() or EMPTY_LINE
         lines = self._lines
         if lines:  # (then the buffer is not in head mode)
             if self._cr:
                 return self._take_stored_cr_line(max_length)
-            line = lines.pop()  # the fast path: a batch with no \r in it
+            line = lines.pop()  # a batch with no \r in it
             if len(line) > max_length:
                 lines.append(line[max_length:])
+                self._ready = _NO_LINES  # the hot path would leave last_term wrong
                 self.last_term = b""
                 return line[:max_length]
             self.last_term = b"\n"
@@ -373,7 +382,9 @@ class ReadBuffer:
         lines.reverse()
         self._lines = lines
         self._cr = cr = b"\r" in chunk
-        self.ready = _NO_LINES if cr else lines
+        self._ready = _NO_LINES if cr else lines
+        self._ready_max = last_lf
+        self.last_term = b"\n"  # (what the hot path of take_line leaves; _cr lines set theirs)
         return self.take_line(max_length)
 
     def _merge(self) -> None:
@@ -384,7 +395,7 @@ class ReadBuffer:
             lines.append(b"")
             self._raw[:0] = b"\n".join(lines)
             self._lines = []
-            self.ready = _NO_LINES
+            self._ready = _NO_LINES
             self._merged = True
         self._scan = 0
         self._lf_hint = 0
@@ -422,11 +433,13 @@ class ReadBuffer:
         return b"".join([raw, *self._take_tail(size - len(raw))])  # the one copy
 
     def take_exact(self, size: int) -> bytes | None:
-        """Consume and return exactly ``size`` bytes (>= 1) if buffered; else ``None``.
+        """Consume and return exactly ``size`` bytes if buffered; else ``None``.
 
         The exact read of a protocol body in one call: nothing is consumed when fewer than
-        ``size`` bytes are buffered.
+        ``size`` bytes are buffered, or when ``size`` is below 1 (not a read of the buffer).
         """
+        if size < 1:
+            return None
         head = self._head
         if head:  # everything is in the head
             pos = self._hpos
@@ -536,7 +549,7 @@ class ReadBuffer:
     def clear(self) -> None:
         """Drop everything (the socket was closed)."""
         self._lines = []
-        self.ready = _NO_LINES
+        self._ready = _NO_LINES
         self._head = b""
         self._hpos = 0
         self._raw = bytearray()

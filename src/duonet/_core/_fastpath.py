@@ -18,13 +18,32 @@ loop may be running other calls of the same socket. They are safe because
   socket they answer only from the plaintext already in the buffer, or return ``None``.
 
 Nothing else of the core is called from another thread than the loop's.
+
+Answering from the buffer
+-------------------------
+The first step of every blocking line or exact-size read is :data:`line_from_buffer` (``recv_line``
+and line iteration) or :data:`bytes_from_buffer` (``recv``): a line or an exact-size body that
+duonet's buffer already holds is the whole answer, with no syscall and no loop, so the blocking
+face returns it before anything else (even before its event-loop check: no I/O, nothing to
+block). Only when the step returns ``None`` does the blocking face go on to the functions below
+(they look at the buffer again, then at the kernel), then to the portal. The caller checks the
+arguments before this step (a refused call takes nothing).
+
+The step is the buffer's own ``take_line`` / ``take_exact``, named here: one implementation,
+sans-I/O, shared with ``AsyncSocket`` and covered by the buffer's property tests. It is the hot
+path of line and line-then-body protocols, so it costs exactly one Python call per line or body
+(a wrapper function would add a second frame, ~10% of a buffered line): ``take_line`` hands out
+a line already split from a batch of ``\\n`` lines with one ``list.pop()``, and ``\\r\\n``
+lines and exact bodies are sliced from the chunk the kernel gave.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 from .._args import DataLike, check_bytes_view, check_flags, check_size, check_timeout
+from .._buffer import ReadBuffer
 from .._enums import MAX_LINE_LENGTH, SocketFlag
 from ._socket import AsyncSocket, _writable_view
 from ._streams import recv_line_unbuffered_nowait, unbuffered_lines_supported
@@ -32,6 +51,16 @@ from ._streams import recv_line_unbuffered_nowait, unbuffered_lines_supported
 __all__ = ("accept", "accept_addr", "recv", "recv_from", "recv_into", "recv_line", "send", "skip")
 
 SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+
+
+#: The first step of a blocking ``recv_line`` (and of each step of line iteration): the next
+#: line, or ``max_length`` piece, if the buffer holds it, else ``None``. See "Answering from the
+#: buffer" above.
+line_from_buffer: Callable[[ReadBuffer, int], bytes | None] = ReadBuffer.take_line
+
+#: The first step of a blocking ``recv(size)``: exactly ``size`` bytes if the buffer holds them,
+#: else ``None`` (also for a ``size`` below 1). See "Answering from the buffer" above.
+bytes_from_buffer: Callable[[ReadBuffer, int], bytes | None] = ReadBuffer.take_exact
 
 
 def recv(
