@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import array
 import inspect
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -181,3 +184,114 @@ def test_the_buffer_step_keeps_the_busy_rule(pair: tuple[duonet.Socket, socket.s
         conn.sendall(b"cdefgh")
         thread.join(LONG)
     assert got == [b"\nb\ncdefgh"]
+
+
+# -- recv_into: the loop goes on from what the fast path already wrote ---------------------------
+
+
+def partial_recv_into(client: duonet.Socket, conn: socket.socket) -> bytearray:
+    """Five bytes wait in the kernel: the fast path writes them, the loop must read the rest."""
+    conn.sendall(b"12345")
+    wait_in_kernel(client, 5)
+    return bytearray(b"\xee" * 12)
+
+
+def test_recv_into_goes_on_in_the_loop(pair: tuple[duonet.Socket, socket.socket]) -> None:
+    client, conn = pair
+    target = partial_recv_into(client, conn)
+    timer = threading.Timer(0.2, conn.sendall, (b"67890xy",))
+    timer.start()
+    try:
+        assert client.recv_into(target, 10, timeout=LONG) == 10
+    finally:
+        timer.join()
+    assert target == b"1234567890\xee\xee"
+    assert client.recv(2, timeout=LONG) == b"xy"
+
+
+def test_recv_into_timeout_mid_way_loses_nothing(
+    pair: tuple[duonet.Socket, socket.socket],
+) -> None:
+    client, conn = pair
+    target = partial_recv_into(client, conn)
+    with pytest.raises(TimeoutError):
+        client.recv_into(target, 10, timeout=0.2)
+    conn.sendall(b"678")
+    with pytest.raises(TimeoutError):  # 8 bytes of 10, this time read by the loop alone
+        client.recv_into(target, 10, timeout=0.2)
+    conn.sendall(b"90")
+    assert client.recv(10, timeout=LONG) == b"1234567890"
+
+
+def test_recv_into_closed_mid_way(pair: tuple[duonet.Socket, socket.socket]) -> None:
+    client, conn = pair
+    target = partial_recv_into(client, conn)
+    timer = threading.Timer(0.2, client.close)
+    timer.start()
+    try:
+        with pytest.raises(duonet.SocketClosedError):
+            client.recv_into(target, 10, timeout=LONG)
+    finally:
+        timer.join()
+
+
+def test_recv_into_reset_mid_way_keeps_the_bytes(
+    pair: tuple[duonet.Socket, socket.socket],
+) -> None:
+    # The peer closes before the rest: a buffered recv_into returns what there was.
+    client, conn = pair
+    target = partial_recv_into(client, conn)
+    timer = threading.Timer(0.2, conn.shutdown, (socket.SHUT_WR,))
+    timer.start()
+    try:
+        assert client.recv_into(target, 10, timeout=LONG) == 5
+    finally:
+        timer.join()
+    assert target[:5] == b"12345"
+
+
+KEYBOARD_INTERRUPT_INTO = """
+import fcntl, os, signal, socket, termios, threading, time, array
+import duonet
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
+srv = socket.create_server(("127.0.0.1", 0))
+srv.settimeout(10)
+s = duonet.new_socket()
+s.connect("127.0.0.1", srv.getsockname()[1], timeout=10)
+conn, _ = srv.accept()
+conn.sendall(b"12345")
+count = array.array("i", [0])
+while count[0] < 5:
+    fcntl.ioctl(s.fileno(), termios.FIONREAD, count)
+    time.sleep(0.01)
+timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGINT))
+timer.start()
+start = time.monotonic()
+try:
+    result = s.recv_into(bytearray(10), timeout=10)
+except KeyboardInterrupt:
+    result = "KeyboardInterrupt"
+timer.join()
+print(result, round(time.monotonic() - start, 1), flush=True)
+conn.sendall(b"67890")
+print(s.recv(10, timeout=10), flush=True)
+for sock in (s, conn, srv):
+    sock.close()
+"""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_keyboard_interrupt_mid_recv_into_loses_nothing(backend: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", KEYBOARD_INTERRUPT_INTO],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, DUONET_BACKEND=backend),
+    )
+    assert result.returncode == 0, result.stderr
+    outcome, elapsed = result.stdout.splitlines()[0].split()
+    assert outcome == "KeyboardInterrupt"
+    assert float(elapsed) < 3  # prompt
+    assert result.stdout.splitlines()[1] == "b'1234567890'"

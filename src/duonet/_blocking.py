@@ -167,19 +167,35 @@ class Socket:
         flags: SocketFlag = SAFE_DISCONN,
     ) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_into`."""
-
-        def undo(count: int) -> None:  # a Ctrl-C raced the result: give the bytes back
-            self._aio._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
-
-        return self._read(
-            _fastpath.recv_into,
-            self._aio.recv_into,
-            buffer,
-            size,
-            timeout,
-            flags,
-            undo=undo,
-        )
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
+        token = self._rtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
+        try:
+            aio = self._aio
+            started = _fastpath.begin_recv_into(aio, buffer, size, timeout, flags)
+            if isinstance(started, int):
+                return started
+            if started is None:
+                return _call(
+                    aio.recv_into, buffer, size, timeout, flags, undo=_undo_into(aio, buffer)
+                )
+            # Part of the answer is already in the caller's buffer: the loop reads the rest there.
+            view, got = started
+            return _call(
+                _fastpath.finish_recv_into,
+                aio,
+                view,
+                got,
+                timeout,
+                flags,
+                undo=_undo_into(aio, view),
+            )
+        finally:
+            token.append(None)
 
     def recv_line(
         self,
@@ -479,6 +495,15 @@ class Socket:
 
 def _none(*args: Any) -> None:
     return None
+
+
+def _undo_into(core: AsyncSocket, buffer: bytearray | memoryview) -> Callable[[int], None]:
+    """What gives back a ``recv_into`` result that a Ctrl-C raced: its bytes, to the buffer."""
+
+    def undo(count: int) -> None:
+        core._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
+
+    return undo
 
 
 def new_socket(

@@ -15,8 +15,11 @@ fast path: a ``\\r\\n`` line, an exact-size body, or a ``\\n`` line that ends th
 is one ``bytes`` slice (one allocation, one copy) and a new position; nothing is moved. The
 buffer enters this mode when a chunk arrives while it is empty, and keeps it while at most
 ``_HEAD_KEEP`` bytes are left over when the next chunk arrives (they are copied in front of it).
-Any read the head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`),
-and goes on in the general mode.
+If more are left, and with the chunk they make ``_TAIL_FROM`` bytes or more (a large read under
+way: a 1 MiB value after its header line), they become the first entry of ``_tail`` (a view of
+the head: no copy) and the chunk the second; otherwise they move into ``_raw``. Any read the
+head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`), and goes on
+in the general mode.
 
 **General mode**: three parts, in order:
 
@@ -28,10 +31,16 @@ and goes on in the general mode.
   step (``duonet._core._fastpath.line_from_buffer``).
 * ``_raw``: a bytearray of everything after that, except:
 * ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
-  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus
-  costs one copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each
-  growth a reallocation with fresh pages) and then copied out again. Line reads fold the tail
-  into ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
+  tail was not empty, or that left head mode as above (in order; no chunk is empty). A large
+  exact read (a 1 MiB value) thus costs one copy, the ``join`` of its chunks, instead of a
+  bytearray grown chunk by chunk (each growth a reallocation with fresh pages) and then copied
+  out again. Line reads fold the tail into ``_raw`` first (:meth:`_gather`); byte reads take
+  from it directly.
+
+Memory: the buffer holds what is buffered and nothing more between reads. ``_raw`` is not kept
+for reuse: CPython gives a ``bytearray``'s memory back whenever it shrinks below half (so a kept
+one could not stay allocated anyway), and large values do not pass through it (above), so
+repeated 1 MiB reads do not regrow it; what each such read allocates is its result.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
 ``socket.makefile().readline()``), so lines are not found one ``find`` at a time: when a line is
@@ -118,7 +127,7 @@ class ReadBuffer:
         self._head = b""  # head mode while not empty (see the module docstring)
         self._hpos = 0
         self._raw = bytearray()
-        self._tail: list[bytes] = []  # chunks after _raw (see the module docstring)
+        self._tail: list[bytes | memoryview] = []  # chunks after _raw (see the module docstring)
         self._tail_len = 0
         self._scan = 0  # _raw[:_scan] holds no terminator (valid until _raw's front changes)
         self._skip_lf = False  # a lone \r ended the last line at the very end of the data
@@ -148,6 +157,17 @@ class ReadBuffer:
             if rest <= _HEAD_KEEP:
                 self._head = head[self._hpos :] + data
                 self._hpos = 0
+                return
+            if rest + len(data) >= _TAIL_FROM:
+                # A large read under way (a 1 MiB value after its header line, say): the head's
+                # rest (a view: no copy) and the chunk start the tail; _raw stays empty. Moved
+                # into _raw, they would regrow a bytearray for every such read, onto fresh pages.
+                chunk = data if type(data) is bytes else bytes(data)
+                self._tail = [memoryview(head)[self._hpos :], chunk]
+                self._tail_len = rest + len(chunk)
+                self._head = b""
+                self._hpos = 0
+                self._scan = self._lf_hint = 0
                 return
             self._unhead()
         raw = self._raw

@@ -17,7 +17,10 @@ loop may be running other calls of the same socket. They are safe because
 * they never touch TLS state: an ``SSLObject`` is used from the loop's thread only, so on a TLS
   socket they answer only from the plaintext already in the buffer, or return ``None``.
 
-Nothing else of the core is called from another thread than the loop's.
+Nothing else of the core is called from another thread than the loop's. (One function here,
+:func:`finish_recv_into`, is awaited in the loop's thread through the portal: it goes on with a
+``recv_into`` from what :func:`begin_recv_into` already wrote into the caller's buffer, instead
+of copying those bytes back into duonet's buffer first.)
 
 Answering from the buffer
 -------------------------
@@ -112,6 +115,26 @@ def recv_into(
     timeout: float | None = None,
     flags: SocketFlag = SAFE_DISCONN,
 ) -> int | None:
+    started = begin_recv_into(sock, buffer, size, timeout, flags)
+    if started is None or isinstance(started, int):
+        return started
+    view, got = started
+    sock._buf.unread(bytes(view[:got]))  # the awaited call goes on from here
+    return None
+
+
+def begin_recv_into(
+    sock: AsyncSocket,
+    buffer: bytearray | memoryview,
+    size: int | None = None,
+    timeout: float | None = None,
+    flags: SocketFlag = SAFE_DISCONN,
+) -> int | tuple[memoryview, int] | None:
+    """:func:`recv_into` that keeps a partial result where it is: the count when the call is
+    answered; ``None`` if nothing was written; else the target's view (cut to ``size``) and how
+    many bytes are already in it, for :func:`finish_recv_into` to go on from (those bytes are
+    counted by nothing until then: its caller must see that they are given back if the call
+    fails)."""
     view = _writable_view(buffer)
     size = sock._check_io(len(view) if size is None else size, timeout, flags, "recv_into")
     if sock._closed or sock._tls is not None or size == 0 or size > len(view):
@@ -121,8 +144,7 @@ def recv_into(
     if got < size and not sock._buf.direct_ok:
         # a \n to skip (or EOF): let the buffer see the next bytes first
         if not sock._pull_nowait(flags, sock._limit(size - got)) and not sock._buf.eof:
-            sock._buf.unread(bytes(view[:got]))
-            return None
+            return (view, got) if got else None
         got += sock._buf.take_into(view[got:])
     raw = sock._sock
     while got < size and sock._buf.direct_ok and (sock._buffered or not got):
@@ -144,8 +166,26 @@ def recv_into(
         got += n
     if got == size or sock._buf.eof or (got and not sock._buffered):
         return got
-    sock._buf.unread(bytes(view[:got]))  # not enough yet: the awaited call goes on from here
-    return None
+    return (view, got) if got else None  # not enough yet: the awaited call goes on from here
+
+
+async def finish_recv_into(
+    sock: AsyncSocket,
+    view: memoryview,
+    got: int,
+    timeout: float | None = None,
+    flags: SocketFlag = SAFE_DISCONN,
+) -> int:
+    """In the loop's thread: the rest of a :func:`begin_recv_into` that wrote ``got`` bytes of
+    ``view``, awaited. Returns the count of the whole call. If the awaited read fails (timeout,
+    close, cancel, error), the first ``got`` bytes go back to the front of the buffer before the
+    error goes on, so nothing is lost: the same outcome as one awaited ``recv_into``, without
+    copying the bytes back into the buffer first (up to a whole value for a large read)."""
+    try:
+        return got + await sock.recv_into(view[got:], None, timeout, flags)
+    except BaseException:
+        sock._buf.unread(bytes(view[:got]))
+        raise
 
 
 def skip(sock: AsyncSocket, size: int, timeout: float | None = None) -> int | None:
