@@ -53,7 +53,17 @@ _BACKENDS = ("asyncio", "trio", "uvloop")
 class _Job:
     """One blocking call in flight: the coroutine function, its outcome, and the caller's lock."""
 
-    __slots__ = ("args", "cancelled", "error", "func", "lock", "started", "stopper", "value")
+    __slots__ = (
+        "args",
+        "cancelled",
+        "error",
+        "func",
+        "lock",
+        "running",
+        "started",
+        "stopper",
+        "value",
+    )
 
     def __init__(self, func: Callable[..., Awaitable[Any]], args: tuple[Any, ...], lock: Any):
         self.func = func
@@ -64,6 +74,7 @@ class _Job:
         self.stopper: Callable[[], object] | None = None  # cancels the running job
         self.started = False
         self.cancelled = False
+        self.running: set[_Job] | None = None  # asyncio: the portal's jobs in flight
 
     async def run(self, scope_type: Callable[[], Any]) -> None:
         """In the loop thread (trio): run the call under one cancel scope (what a Ctrl-C
@@ -106,6 +117,11 @@ class _Job:
 
     def _finish(self) -> None:
         self.stopper = None
+        running = self.running
+        if running is not None:
+            # Here rather than in a done callback of the task: that would cost the loop one
+            # more pass (after the caller is woken, before the loop can sleep again).
+            running.discard(self)
         if not _exiting:
             self.lock.release()
         # At interpreter exit the loop cancels every job; their callers are daemon threads
@@ -175,7 +191,7 @@ class _Portal:
 
     async def _main_asyncio(self) -> None:
         loop = asyncio.get_running_loop()
-        tasks: set[asyncio.Task[None]] = set()
+        running: set[_Job] = set()  # jobs in flight (their stoppers hold their tasks)
         stopped = asyncio.Event()
 
         def start(job: _Job) -> None:
@@ -184,16 +200,17 @@ class _Portal:
             task = _eager_task(coro, loop) if _EAGER else loop.create_task(coro)
             if not task.done():
                 job.stopper = partial(_cancel_until_done, loop, task)
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                job.running = running
+                running.add(job)
 
         self._spawn = lambda job: loop.call_soon_threadsafe(start, job)
         self._run_soon = lambda fn: loop.call_soon_threadsafe(fn)
         self._stop = lambda: loop.call_soon_threadsafe(stopped.set)
         self._ready.set()
         await stopped.wait()
-        for task in list(tasks):
-            task.cancel()
+        for job in list(running):
+            if job.stopper is not None:
+                job.stopper()
 
     async def _main_trio(self) -> None:
         import outcome  # (a dependency of trio)
