@@ -45,7 +45,11 @@ def test_results_and_errors_come_back(portal: str) -> None:
         assert _portal.call(anyio.sleep, 0) is None
         with pytest.raises(ValueError, match=f"bad {i}"):
             _portal.call(fail, f"bad {i}")
-    assert _portal.call(anyio.to_thread.run_sync, lambda: 7) == 7
+    assert _portal.call(echo, 7) == 7
+
+
+async def echo(value: object) -> object:
+    return value
 
 
 def test_many_threads_at_once(portal: str) -> None:
@@ -118,3 +122,17 @@ def test_ctrl_c_stops_a_job_that_swallows_one_cancellation(backend: str) -> None
     assert outcome == "KeyboardInterrupt"
     assert float(elapsed) < 3  # prompt: cancelled again after the swallowed cancellation
     assert lines[1] == "still serving"
+
+
+def test_reset_stops_the_loop_with_its_parked_workers(portal: str) -> None:
+    # Workers parked between jobs (trio) end with the loop: reset() leaves no thread behind.
+    threads = [threading.Thread(target=_portal.call, args=(anyio.sleep, 0.05)) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert _portal.call(echo, "ok") == "ok"
+    portal_thread = next(t for t in threading.enumerate() if t.name == "duonet-portal")
+    _portal.reset()
+    portal_thread.join(5)
+    assert not portal_thread.is_alive()
