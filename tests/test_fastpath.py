@@ -20,12 +20,14 @@ from collections.abc import Iterator
 import pytest
 
 import duonet
+import duonet.aio
 from duonet import _blocking
 from duonet._buffer import ReadBuffer
 from duonet._core import _fastpath
 from duonet.aio import AsyncSocket
 
 LONG = 10.0
+SAFE = duonet.SocketFlag.SAFE_DISCONN
 
 
 @pytest.mark.parametrize("name", _fastpath.__all__)
@@ -295,3 +297,36 @@ def test_keyboard_interrupt_mid_recv_into_loses_nothing(backend: str) -> None:
     assert outcome == "KeyboardInterrupt"
     assert float(elapsed) < 3  # prompt
     assert result.stdout.splitlines()[1] == "b'1234567890'"
+
+
+def test_recv_into_interrupted_before_the_loop_ran_loses_nothing(
+    pair: tuple[duonet.Socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C can stop the hop before the loop runs the rest of the read (the job never
+    # starts): then the caller gives back the bytes the fast path already wrote, exactly once.
+    client, conn = pair
+    target = partial_recv_into(client, conn)
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_blocking, "_call", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        client.recv_into(target, 10, timeout=LONG)
+    monkeypatch.undo()
+    conn.sendall(b"67890")
+    assert client.recv(10, timeout=LONG) == b"1234567890"
+
+
+async def test_finish_recv_into_after_the_caller_gave_up_touches_nothing() -> None:
+    # The other order: the caller claimed the bytes back first; the job, if it still runs,
+    # reads nothing and gives nothing back.
+    a, b = socket.socketpair()
+    with b:
+        sock = duonet.aio.AsyncSocket.from_socket(a)
+        async with sock:
+            b.sendall(b"xyz")
+            view = memoryview(bytearray(10))
+            assert await _fastpath.finish_recv_into(sock, view, 5, None, SAFE, []) == 0
+            assert not sock._buf
+            assert await sock.recv(3, timeout=LONG) == b"xyz"

@@ -185,15 +185,26 @@ class Socket:
                 )
             # Part of the answer is already in the caller's buffer: the loop reads the rest there.
             view, got = started
-            return _call(
-                _fastpath.finish_recv_into,
-                aio,
-                view,
-                got,
-                timeout,
-                flags,
-                undo=_undo_into(aio, view),
-            )
+            claim = [None]  # who gives the first bytes back on failure (see finish_recv_into)
+            try:
+                return _call(
+                    _fastpath.finish_recv_into,
+                    aio,
+                    view,
+                    got,
+                    timeout,
+                    flags,
+                    claim,
+                    undo=_undo_into(aio, view),
+                )
+            except BaseException:
+                try:
+                    claim.pop()
+                except IndexError:
+                    pass  # the job ran: it gave them back
+                else:
+                    aio._buf.unread(bytes(view[:got]))  # the job never ran (a Ctrl-C first)
+                raise
         finally:
             token.append(None)
 

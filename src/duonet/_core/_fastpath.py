@@ -173,14 +173,22 @@ async def finish_recv_into(
     sock: AsyncSocket,
     view: memoryview,
     got: int,
-    timeout: float | None = None,
-    flags: SocketFlag = SAFE_DISCONN,
+    timeout: float | None,
+    flags: SocketFlag,
+    claim: list[None],
 ) -> int:
     """In the loop's thread: the rest of a :func:`begin_recv_into` that wrote ``got`` bytes of
     ``view``, awaited. Returns the count of the whole call. If the awaited read fails (timeout,
     close, cancel, error), the first ``got`` bytes go back to the front of the buffer before the
     error goes on, so nothing is lost: the same outcome as one awaited ``recv_into``, without
-    copying the bytes back into the buffer first (up to a whole value for a large read)."""
+    copying the bytes back into the buffer first (up to a whole value for a large read).
+
+    ``claim`` (a one-element list) decides who gives those bytes back if the call fails: this
+    coroutine if it pops the element first, else the caller (a Ctrl-C before the job ran)."""
+    try:
+        claim.pop()
+    except IndexError:
+        return 0  # the caller gave the bytes back already: touch nothing
     try:
         return got + await sock.recv_into(view[got:], None, timeout, flags)
     except BaseException:
