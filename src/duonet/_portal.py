@@ -15,10 +15,10 @@ keeps its own, leaner one:
   itself, so no scope is entered per call: see :meth:`_Job.run_asyncio`),
   and the result comes back through a ``_thread`` lock owned by the calling thread
   (pre-acquired, released by the job, re-used for the thread's next call);
-* **KeyboardInterrupt** in a caller blocked on that lock cancels the job's scope, *waits for the
-  job to unwind* (the core's reads are cancel-safe, so every received byte stays buffered), gives
-  back a result that raced the cancel (``undo``), then re-raises: nothing is lost and the portal is
-  never stuck;
+* **KeyboardInterrupt** in a caller blocked on that lock cancels the job (its trio scope, or on
+  asyncio its task, again every 50 ms until it ends), *waits for the job to unwind* (the core's
+  reads are cancel-safe, so every received byte stays buffered), gives back a result that raced
+  the cancel (``undo``), then re-raises: nothing is lost and the portal is never stuck;
 * calling from inside a running event loop (or from the portal thread) raises ``RuntimeError``
   instead of deadlocking;
 * after ``os.fork()`` the child gets a fresh portal on its first call; at interpreter exit the
