@@ -136,3 +136,30 @@ def test_reset_stops_the_loop_with_its_parked_workers(portal: str) -> None:
     _portal.reset()
     portal_thread.join(5)
     assert not portal_thread.is_alive()
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "trio"])
+def test_without_an_eventfd_the_loop_is_woken_its_own_way(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where there is no eventfd (not Linux), jobs go through call_soon_threadsafe.
+    monkeypatch.setattr(_portal, "_eventfd", lambda: -1)
+    _portal.reset()
+    _portal.configure(backend)
+    try:
+        test_results_and_errors_come_back(backend)
+        test_many_threads_at_once(backend)
+    finally:
+        _portal.reset()
+        _portal.configure(None)
+
+
+def test_a_stopped_portal_refuses_jobs(portal: str) -> None:
+    # After stop, a late call fails cleanly (the eventfd, closed, is never written to again).
+    assert _portal.call(echo, 1) == 1
+    stopped = _portal._get()
+    stopped.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        stopped.call(echo, (2,), None)
+    _portal.reset()
+    assert _portal.call(echo, 3) == 3  # a new portal

@@ -32,6 +32,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import atexit
+import collections
 import os
 import signal
 import sys
@@ -141,6 +142,18 @@ def _eager_task(coro: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Task[None
     return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
 
+def _eventfd() -> int:
+    """A non-blocking eventfd, or -1 where there is none (not Linux)."""
+    make = getattr(os, "eventfd", None)
+    if make is None:
+        return -1
+    try:
+        fd: int = make(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    except OSError:
+        return -1
+    return fd
+
+
 #: Seconds between the cancellations of a Ctrl-C'd asyncio job, until it ends.
 _RECANCEL = 0.05
 #: At most this many trio worker tasks stay parked between jobs (more run while more calls are
@@ -203,11 +216,49 @@ class _Portal:
                 job.running = running
                 running.add(job)
 
-        self._spawn = lambda job: loop.call_soon_threadsafe(start, job)
+        efd = _eventfd()
+        if efd >= 0:
+            # The loop's own wake-up (call_soon_threadsafe: a Handle, and on the stdlib loop a
+            # socketpair drained with two recv calls, the second raising BlockingIOError) costs
+            # more per hop than an eventfd and a queue of jobs: 29 -> 24 us per bare hop on
+            # asyncio, 21 -> 18 us on uvloop.
+            jobs: collections.deque[_Job] = collections.deque()
+            popleft = jobs.popleft
+            efd_lock = threading.Lock()  # the eventfd is never written once closed
+            efd_open = [True]
+
+            def wake() -> None:
+                try:
+                    os.eventfd_read(efd)
+                except BlockingIOError:
+                    pass
+                while jobs:
+                    start(popleft())
+
+            loop.add_reader(efd, wake)
+            push, poke = jobs.append, os.eventfd_write
+
+            def spawn(job: _Job) -> None:
+                with efd_lock:
+                    if not efd_open:
+                        raise RuntimeError("the portal's loop has stopped")
+                    push(job)
+                    poke(efd, 1)
+
+            self._spawn = spawn
+        else:
+            self._spawn = lambda job: loop.call_soon_threadsafe(start, job)
         self._run_soon = lambda fn: loop.call_soon_threadsafe(fn)
         self._stop = lambda: loop.call_soon_threadsafe(stopped.set)
         self._ready.set()
-        await stopped.wait()
+        try:
+            await stopped.wait()
+        finally:
+            if efd >= 0:
+                with efd_lock:
+                    efd_open.clear()
+                    loop.remove_reader(efd)
+                    os.close(efd)
         for job in list(running):
             if job.stopper is not None:
                 job.stopper()
