@@ -36,9 +36,9 @@ The step is the buffer's own ``take_line`` / ``take_exact``, named here: one imp
 sans-I/O, shared with ``AsyncSocket`` and covered by the buffer's property tests. It is the hot
 path of line and line-then-body protocols, so it costs exactly one Python call per line or body
 (a wrapper function here would add a second frame to every ``\\r\\n`` line and body: +4-7 %
-measured on those paths): ``take_line`` hands out
-a line already split from a batch of ``\\n`` lines with one ``list.pop()``, and ``\\r\\n``
-lines and exact bodies are sliced from the chunk the kernel gave.
+measured on those paths): ``take_line`` hands out a line already split from a batch of ``\\n``
+lines with one ``list.pop()``, and ``\\r\\n`` lines and exact bodies are sliced from the chunk
+the kernel gave.
 """
 
 from __future__ import annotations
