@@ -122,6 +122,12 @@ class BufferMachine(RuleBasedStateMachine):
         if expected is None:
             assert len(self.model) == before  # nothing consumed
 
+    @rule(size=st.integers(-2, 0))
+    def take_exact_below_one_is_not_a_read(self, size: int) -> None:
+        before = len(self.model)
+        assert self.buf.take_exact(size) is None
+        assert len(self.buf) == len(self.model) == before
+
     @rule(max_length=max_lengths, size=st.integers(1, 30))
     def header_then_body(self, max_length: int, size: int) -> None:
         # The protocol pattern: a line, then an exact read (RESP, HTTP bodies).
@@ -548,7 +554,8 @@ def test_header_and_body_replies() -> None:
         header = buf.take_line(100)
         assert header is not None
         assert header.startswith(b"$")
-        body = buf.take_exact(int(header[1:]))
+        size = int(header[1:])
+        body = buf.take_exact(size) if size else b""  # (take_exact(0) is not a read: None)
         assert body is not None
         got.append(body)
     assert got == bodies

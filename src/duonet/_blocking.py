@@ -4,7 +4,10 @@ Every method calls the core method of the same name through the portal (``_porta
 the same arguments. Reads and writes first try the core's fast path of the same name
 (``duonet._core._fastpath``, whose docstring states the thread rule) in the calling thread: when
 the buffer, or for a plain socket the kernel, already holds the answer, no thread hop is needed.
-The fast path is core code; this module holds no I/O logic.
+Line and exact reads start with the fast path's "answer from the buffer" step
+(``_fastpath.line_from_buffer`` / ``bytes_from_buffer``), which needs no I/O and so comes even
+before the event-loop check. The fast path is core code; this module holds no I/O logic and no
+buffer logic.
 
 Each direction has a guard taken without waiting (a one-element list: ``pop()`` takes the token,
 ``append()`` gives it back; both atomic, and cheaper than a lock on the per-line hot path): a
@@ -25,7 +28,6 @@ from typing import Any, TypeVar
 from . import _portal
 from ._args import DataLike as _DataLike
 from ._args import check_flags, check_max_length, check_timeout
-from ._buffer import EMPTY_LINE
 from ._core import _fastpath
 from ._core._socket import AsyncSocket
 from ._core._socket import dial as _aio_dial
@@ -42,6 +44,8 @@ SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 _MAX_LINE = MAX_LINE_LENGTH  # the default's own object: `is` tells the default apart cheaply
 T = TypeVar("T")
 _call = _portal.call
+_line_from_buffer = _fastpath.line_from_buffer
+_bytes_from_buffer = _fastpath.bytes_from_buffer
 
 
 class Socket:
@@ -133,8 +137,8 @@ class Socket:
         self, size: int, timeout: float | None = None, flags: SocketFlag = SAFE_DISCONN
     ) -> bytes:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv` (same semantics and errors)."""
-        # The body read of line-then-bytes protocols, so _read() is inlined: bytes already in
-        # the buffer are taken with one call.
+        # The body read of line-then-bytes protocols, so _read() is inlined: the fast path's
+        # first step answers from the buffer, with no I/O (so no loop check).
         token = self._rtoken
         try:
             token.pop()
@@ -144,10 +148,9 @@ class Socket:
             if type(size) is not int or timeout is not None or flags is not SAFE_DISCONN:
                 # checked before the buffer is touched: a refused call takes nothing
                 size = self._aio._check_io(size, timeout, flags, "recv")
-            if size > 0:
-                data = self._buf.take_exact(size)
-                if data is not None:
-                    return data  # served from the buffer: no I/O, so no loop check
+            data = _bytes_from_buffer(self._buf, size)
+            if data is not None:
+                return data
             if in_event_loop():
                 raise RuntimeError(IN_LOOP_MESSAGE)
             data = _fastpath.recv(self._aio, size, timeout, flags)
@@ -165,19 +168,46 @@ class Socket:
         flags: SocketFlag = SAFE_DISCONN,
     ) -> int:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_into`."""
-
-        def undo(count: int) -> None:  # a Ctrl-C raced the result: give the bytes back
-            self._aio._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
-
-        return self._read(
-            _fastpath.recv_into,
-            self._aio.recv_into,
-            buffer,
-            size,
-            timeout,
-            flags,
-            undo=undo,
-        )
+        if in_event_loop():
+            raise RuntimeError(IN_LOOP_MESSAGE)
+        token = self._rtoken
+        try:
+            token.pop()
+        except IndexError:
+            raise self._busy("reading") from None
+        try:
+            aio = self._aio
+            started = _fastpath.begin_recv_into(aio, buffer, size, timeout, flags)
+            if isinstance(started, int):
+                return started
+            if started is None:
+                return _call(
+                    aio.recv_into, buffer, size, timeout, flags, undo=_undo_into(aio, buffer)
+                )
+            # Part of the answer is already in the caller's buffer: the loop reads the rest there.
+            view, got = started
+            claim = [None]  # who gives the first bytes back on failure (see finish_recv_into)
+            try:
+                return _call(
+                    _fastpath.finish_recv_into,
+                    aio,
+                    view,
+                    got,
+                    timeout,
+                    flags,
+                    claim,
+                    undo=_undo_into(aio, view),
+                )
+            except BaseException:
+                try:
+                    claim.pop()
+                except IndexError:
+                    pass  # the job ran: it gave them back
+                else:
+                    aio._buf.unread(bytes(view[:got]))  # the job never ran (a Ctrl-C first)
+                raise
+        finally:
+            token.append(None)
 
     def recv_line(
         self,
@@ -186,8 +216,8 @@ class Socket:
         max_length: int = MAX_LINE_LENGTH,
     ) -> bytes:
         """Blocking :meth:`duonet.aio.AsyncSocket.recv_line` (same semantics and errors)."""
-        # The hot path of line protocols, so _read() is inlined: a line already split out by
-        # the (sans-I/O) buffer is popped from its ready lane with no further call.
+        # The hot path of line protocols, so _read() is inlined: the fast path's first step
+        # answers from the buffer, with no I/O (so no loop check).
         token = self._rtoken
         try:
             token.pop()
@@ -197,13 +227,7 @@ class Socket:
             if timeout is not None or flags is not SAFE_DISCONN or max_length is not _MAX_LINE:
                 # checked before the buffer is touched: a refused call takes nothing
                 max_length = self._aio._check_line(timeout, flags, max_length, "recv_line")
-            ready = self._buf.ready
-            if ready:
-                line = ready.pop()
-                if len(line) <= max_length:
-                    return line or EMPTY_LINE  # served from the buffer: no I/O, no loop check
-                ready.append(line)
-            found = self._buf.take_line(max_length)  # a \r\n line, say: still no I/O
+            found = _line_from_buffer(self._buf, max_length)
             if found is not None:
                 return found
             if in_event_loop():
@@ -259,26 +283,21 @@ class Socket:
         return self._lines(None, SAFE_DISCONN, MAX_LINE_LENGTH)
 
     def _lines(self, timeout: float | None, flags: SocketFlag, max_length: int) -> Iterator[bytes]:
-        # recv_line, with its ready-lane pop inlined (a line the buffer already split out is
-        # popped with no further call), so iterating is faster than a recv_line loop.
+        # recv_line, with its first step (answer from the buffer) inlined: the arguments are
+        # checked once, so iterating is faster than a recv_line loop.
         buf = self._buf
         token = self._rtoken
         recv_line = self.recv_line
+        from_buffer = _line_from_buffer
         while True:
-            line = None
             try:
                 token.pop()
             except IndexError:
                 raise self._busy("reading") from None
-            ready = buf.ready
-            if ready:
-                line = ready.pop()
-                if len(line) > max_length:
-                    ready.append(line)
-                    line = None
-                elif not line:
-                    line = EMPTY_LINE
-            token.append(None)
+            try:
+                line = from_buffer(buf, max_length)
+            finally:
+                token.append(None)
             if line is None:
                 line = recv_line(timeout, flags, max_length)
                 if not line:
@@ -488,6 +507,15 @@ class Socket:
 
 def _none(*args: Any) -> None:
     return None
+
+
+def _undo_into(core: AsyncSocket, buffer: bytearray | memoryview) -> Callable[[int], None]:
+    """What gives back a ``recv_into`` result that a Ctrl-C raced: its bytes, to the buffer."""
+
+    def undo(count: int) -> None:
+        core._buf.unread(bytes(memoryview(buffer).cast("B")[:count]))
+
+    return undo
 
 
 def new_socket(

@@ -15,20 +15,32 @@ fast path: a ``\\r\\n`` line, an exact-size body, or a ``\\n`` line that ends th
 is one ``bytes`` slice (one allocation, one copy) and a new position; nothing is moved. The
 buffer enters this mode when a chunk arrives while it is empty, and keeps it while at most
 ``_HEAD_KEEP`` bytes are left over when the next chunk arrives (they are copied in front of it).
-Any read the head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`),
-and goes on in the general mode.
+If more are left, and with the chunk they make ``_TAIL_FROM`` bytes or more (a large read under
+way: a 1 MiB value after its header line), they become the first entry of ``_tail`` (a view of
+the head: no copy) and the chunk the second; otherwise they move into ``_raw``. Any read the
+head does not answer simply moves its bytes into ``_raw`` first (:meth:`_unhead`), and goes on
+in the general mode.
 
 **General mode**: three parts, in order:
 
 * ``_lines``: lines already split out of earlier data, **last first** (so handing one out is a
   ``list.pop()``), each stored *without* the ``\\n`` that followed it (so every stored entry is
   followed by a ``\\n``); an entry may still contain ``\\r`` bytes, handled when handed out.
+  While a batch holds no ``\\r`` (``_ready``), :meth:`take_line` pops its next entry in its first
+  three lines: the hot path of ``\\n`` lines, and the blocking face's "answer from the buffer"
+  step (``duonet._core._fastpath.line_from_buffer``).
 * ``_raw``: a bytearray of everything after that, except:
 * ``_tail``: chunks fed while ``_raw`` already held ``_TAIL_FROM`` bytes or more, or while the
-  tail was not empty (in order; no chunk is empty). A large exact read (a 1 MiB value) thus
-  costs one copy, the ``join`` of its chunks, instead of a bytearray grown chunk by chunk (each
-  growth a reallocation with fresh pages) and then copied out again. Line reads fold the tail
-  into ``_raw`` first (:meth:`_gather`); byte reads take from it directly.
+  tail was not empty, or that left head mode as above (in order; no chunk is empty). A large
+  exact read (a 1 MiB value) thus costs one copy, the ``join`` of its chunks, instead of a
+  bytearray grown chunk by chunk (each growth a reallocation with fresh pages) and then copied
+  out again. Line reads fold the tail into ``_raw`` first (:meth:`_gather`); byte reads take
+  from it directly.
+
+Memory: the buffer holds what is buffered and nothing more between reads. ``_raw`` is not kept
+for reuse: CPython gives a ``bytearray``'s memory back whenever it shrinks below half (so a kept
+one could not stay allocated anyway), and large values do not pass through it (above), so
+repeated 1 MiB reads do not regrow it; what each such read allocates is its result.
 
 Line reading is the hot path (a blocking ``recv_line`` should come close to the C speed of
 ``socket.makefile().readline()``), so lines are not found one ``find`` at a time: when a line is
@@ -60,7 +72,7 @@ __all__ = ("EMPTY_LINE", "ReadBuffer")
 #: What an empty line reads as (Nim's rule), so that ``b""`` always means "closed".
 EMPTY_LINE = b"\r\n"
 
-_NO_LINES: list[bytes] = []  # `ready` when no line is ready: always empty, never appended to
+_NO_LINES: list[bytes] = []  # `_ready` when no line is ready: always empty, never appended to
 _MIN_BATCH = 4096
 _MAX_BATCH = 1 << 18
 #: Once ``_raw`` holds this many bytes, later chunks queue in ``_tail`` instead of being appended.
@@ -89,21 +101,23 @@ class ReadBuffer:
         "_lines",
         "_merged",
         "_raw",
+        "_ready",
+        "_ready_max",
         "_scan",
         "_skip_lf",
         "_tail",
         "_tail_len",
         "eof",
         "last_term",
-        "ready",
     )
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []  # split lines, last first
-        #: The fast lane for a blocking ``recv_line`` served in its caller's thread: split lines
-        #: that need no further processing (last first; an empty entry is an empty line), or an
-        #: always-empty list. Pop from it only while holding the socket's read guard.
-        self.ready: list[bytes] = _NO_LINES
+        # The hot path of take_line: _lines while its entries need no further processing (a
+        # batch with no \r in it; an empty entry is an empty line), else an always-empty list.
+        # While it is not empty, last_term is b"\n" and no entry is longer than _ready_max.
+        self._ready: list[bytes] = _NO_LINES
+        self._ready_max = 0
         #: The terminator consumed with the last line ``take_line`` returned (``b""`` for a
         #: ``max_length`` piece), so that the exact bytes can be put back (:meth:`unread_line`).
         self.last_term = b""
@@ -113,7 +127,7 @@ class ReadBuffer:
         self._head = b""  # head mode while not empty (see the module docstring)
         self._hpos = 0
         self._raw = bytearray()
-        self._tail: list[bytes] = []  # chunks after _raw (see the module docstring)
+        self._tail: list[bytes | memoryview] = []  # chunks after _raw (see the module docstring)
         self._tail_len = 0
         self._scan = 0  # _raw[:_scan] holds no terminator (valid until _raw's front changes)
         self._skip_lf = False  # a lone \r ended the last line at the very end of the data
@@ -143,6 +157,17 @@ class ReadBuffer:
             if rest <= _HEAD_KEEP:
                 self._head = head[self._hpos :] + data
                 self._hpos = 0
+                return
+            if rest + len(data) >= _TAIL_FROM:
+                # A large read under way (a 1 MiB value after its header line, say): the head's
+                # rest (a view: no copy) and the chunk start the tail; _raw stays empty. Moved
+                # into _raw, they would regrow a bytearray for every such read, onto fresh pages.
+                chunk = data if type(data) is bytes else bytes(data)
+                self._tail = [memoryview(head)[self._hpos :], chunk]
+                self._tail_len = rest + len(chunk)
+                self._head = b""
+                self._hpos = 0
+                self._scan = self._lf_hint = 0
                 return
             self._unhead()
         raw = self._raw
@@ -223,13 +248,17 @@ class ReadBuffer:
         Returns ``None`` when no complete line (and no full ``max_length`` piece) is buffered yet;
         nothing is consumed then. An empty line is ``b"\\r\\n"``. ``max_length`` must be >= 1.
         """
+        ready = self._ready
+        if ready and self._ready_max <= max_length:  # the hot path (last_term is b"\n")
+            return ready.pop() or EMPTY_LINE
         lines = self._lines
         if lines:  # (then the buffer is not in head mode)
             if self._cr:
                 return self._take_stored_cr_line(max_length)
-            line = lines.pop()  # the fast path: a batch with no \r in it
+            line = lines.pop()  # a batch with no \r in it
             if len(line) > max_length:
                 lines.append(line[max_length:])
+                self._ready = _NO_LINES  # the hot path would leave last_term wrong
                 self.last_term = b""
                 return line[:max_length]
             self.last_term = b"\n"
@@ -373,7 +402,9 @@ class ReadBuffer:
         lines.reverse()
         self._lines = lines
         self._cr = cr = b"\r" in chunk
-        self.ready = _NO_LINES if cr else lines
+        self._ready = _NO_LINES if cr else lines
+        self._ready_max = last_lf
+        self.last_term = b"\n"  # (what the hot path of take_line leaves; _cr lines set theirs)
         return self.take_line(max_length)
 
     def _merge(self) -> None:
@@ -384,7 +415,7 @@ class ReadBuffer:
             lines.append(b"")
             self._raw[:0] = b"\n".join(lines)
             self._lines = []
-            self.ready = _NO_LINES
+            self._ready = _NO_LINES
             self._merged = True
         self._scan = 0
         self._lf_hint = 0
@@ -422,11 +453,13 @@ class ReadBuffer:
         return b"".join([raw, *self._take_tail(size - len(raw))])  # the one copy
 
     def take_exact(self, size: int) -> bytes | None:
-        """Consume and return exactly ``size`` bytes (>= 1) if buffered; else ``None``.
+        """Consume and return exactly ``size`` bytes if buffered; else ``None``.
 
         The exact read of a protocol body in one call: nothing is consumed when fewer than
-        ``size`` bytes are buffered.
+        ``size`` bytes are buffered, or when ``size`` is below 1 (not a read of the buffer).
         """
+        if size < 1:
+            return None
         head = self._head
         if head:  # everything is in the head
             pos = self._hpos
@@ -536,7 +569,7 @@ class ReadBuffer:
     def clear(self) -> None:
         """Drop everything (the socket was closed)."""
         self._lines = []
-        self.ready = _NO_LINES
+        self._ready = _NO_LINES
         self._head = b""
         self._hpos = 0
         self._raw = bytearray()
