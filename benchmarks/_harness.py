@@ -138,7 +138,7 @@ class Stopwatch:
     """Times the block it wraps; ``.sample`` afterwards.
 
     ``duonet=True`` (for the blocking face) also counts the calls that cross the portal, by
-    wrapping ``duonet._blocking._call`` (about 0.1 us per hop, against hops of 20 us or more).
+    wrapping ``duonet._portal.call`` (about 0.1 us per hop, against hops of 20 us or more).
     """
 
     def __init__(
@@ -198,19 +198,19 @@ class Stopwatch:
 
 def count_hops() -> tuple[Iterator[int], Callable[[], None]]:
     """Count duonet's portal hops from now on: (counter, restore); ``next(counter)`` = count."""
-    import duonet._blocking as blocking
+    import duonet._portal as portal
 
-    original = blocking._call
+    original = portal.call
     counter = itertools.count()
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         next(counter)
         return original(*args, **kwargs)
 
-    blocking._call = counting
+    portal.call = counting
 
     def restore() -> None:
-        blocking._call = original
+        portal.call = original
 
     return counter, restore
 

@@ -21,7 +21,7 @@ import pytest
 
 import duonet
 import duonet.aio
-from duonet import _blocking
+from duonet import _blocking, _portal
 from duonet._buffer import ReadBuffer
 from duonet._core import _fastpath
 from duonet.aio import AsyncSocket
@@ -310,7 +310,7 @@ def test_recv_into_interrupted_before_the_loop_ran_loses_nothing(
     def interrupted(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_blocking, "_call", interrupted)
+    monkeypatch.setattr(_portal, "call", interrupted)
     with pytest.raises(KeyboardInterrupt):
         client.recv_into(target, 10, timeout=LONG)
     monkeypatch.undo()

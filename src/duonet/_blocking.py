@@ -43,7 +43,6 @@ __all__ = ("Socket", "dial", "new_socket", "wrap_connected_socket")
 SAFE_DISCONN = SocketFlag.SAFE_DISCONN
 _MAX_LINE = MAX_LINE_LENGTH  # the default's own object: `is` tells the default apart cheaply
 T = TypeVar("T")
-_call = _portal.call
 _line_from_buffer = _fastpath.line_from_buffer
 _bytes_from_buffer = _fastpath.bytes_from_buffer
 
@@ -56,7 +55,7 @@ class Socket:
     once as long as no two threads read (or write) the same socket at the same time.
     """
 
-    __slots__ = ("__weakref__", "_aio", "_buf", "_closing", "_rtoken", "_wtoken")
+    __slots__ = ("__weakref__", "_aio", "_buf", "_call", "_calls", "_closing", "_rtoken", "_wtoken")
 
     def __init__(
         self,
@@ -74,6 +73,9 @@ class Socket:
         self._rtoken: list[None] = [None]
         self._wtoken: list[None] = [None]
         self._closing = False  # close() has begun: a token it holds means "closed", not "busy"
+        # Every portal call of this socket goes through its count (the fast path's thread rule).
+        self._calls = core._portal_calls = _fastpath.PortalCalls()
+        self._call = self._calls.call
 
     @classmethod
     def _wrap(cls, core: AsyncSocket) -> Socket:
@@ -115,7 +117,7 @@ class Socket:
         try:
             result = nowait(self._aio, *args)
             if result is None:
-                result = _call(wait, *args, undo=undo)
+                result = self._call(wait, *args, undo=undo)
             return result
         finally:
             token.append(None)
@@ -127,7 +129,7 @@ class Socket:
         except IndexError:
             raise self._busy("writing") from None
         try:
-            return _call(wait, *args)
+            return self._call(wait, *args)
         finally:
             token.append(None)
 
@@ -155,7 +157,7 @@ class Socket:
                 raise RuntimeError(IN_LOOP_MESSAGE)
             data = _fastpath.recv(self._aio, size, timeout, flags)
             if data is None:
-                data = _call(self._aio.recv, size, timeout, flags, undo=self._buf.unread)
+                data = self._call(self._aio.recv, size, timeout, flags, undo=self._buf.unread)
             return data
         finally:
             token.append(None)
@@ -181,14 +183,14 @@ class Socket:
             if isinstance(started, int):
                 return started
             if started is None:
-                return _call(
+                return self._call(
                     aio.recv_into, buffer, size, timeout, flags, undo=_undo_into(aio, buffer)
                 )
             # Part of the answer is already in the caller's buffer: the loop reads the rest there.
             view, got = started
             claim = [None]  # who gives the first bytes back on failure (see finish_recv_into)
             try:
-                return _call(
+                return self._call(
                     _fastpath.finish_recv_into,
                     aio,
                     view,
@@ -234,7 +236,7 @@ class Socket:
                 raise RuntimeError(IN_LOOP_MESSAGE)
             found = _fastpath.recv_line(self._aio, timeout, flags, max_length)
             if found is None:
-                found = _call(
+                found = self._call(
                     self._aio.recv_line, timeout, flags, max_length, undo=self._buf.unread_line
                 )
             return found
@@ -259,7 +261,7 @@ class Socket:
             raise self._busy("reading") from None
         try:
             if self._aio._tls is not None:  # TLS state lives in the loop's thread
-                return _call(self._aio._read_line_nowait_in_loop)
+                return self._call(self._aio._read_line_nowait_in_loop)
             return self._aio.read_line_nowait()
         finally:
             token.append(None)
@@ -332,7 +334,7 @@ class Socket:
         try:
             rest = _fastpath.send(self._aio, data, flags, timeout)
             if rest is not None:
-                _call(self._aio.send, rest, flags, timeout)
+                self._call(self._aio.send, rest, flags, timeout)
         finally:
             token.append(None)
 
@@ -488,7 +490,7 @@ class Socket:
         if in_event_loop():
             self._aio._close_now()
         else:
-            _call(self._aio.close)
+            self._call(self._aio.close)
 
     def __enter__(self) -> Socket:
         return self
@@ -537,7 +539,7 @@ def dial(
     timeout: float | None = None,
 ) -> Socket:
     """Blocking :func:`duonet.aio.dial`: connect over any family, happy eyeballs."""
-    return Socket._wrap(_call(_aio_dial, address, port, protocol, buffered, timeout))
+    return Socket._wrap(_portal.call(_aio_dial, address, port, protocol, buffered, timeout))
 
 
 def wrap_connected_socket(

@@ -14,8 +14,14 @@ loop may be running other calls of the same socket. They are safe because
   so no awaited call of that direction is in flight, and only the holder touches the receive
   buffer (reads) or the send side of the socket (writes);
 * they never wait (a syscall that would block returns ``None`` instead);
-* they never touch TLS state: an ``SSLObject`` is used from the loop's thread only, so on a TLS
-  socket they answer only from the plaintext already in the buffer, or return ``None``.
+* they touch TLS state only while they *own the channel*: an ``SSLObject`` is not thread-safe,
+  so a TLS socket's channel is used either by the portal's loop or by one caller's thread, never
+  both. Every portal call of a blocking socket is counted (:class:`PortalCalls`, in its
+  ``call``); a fast path uses the channel only while it holds the count's lock and the count is
+  zero, and a portal call cannot start (its count goes up under the same lock) until the fast
+  path is done. Otherwise they answer only from the plaintext already in the buffer, or return
+  ``None``. (``close()`` from a caller's thread holds both directions' tokens, so nothing else
+  runs: it may send close_notify itself.)
 
 Nothing else of the core is called from another thread than the loop's. (One function here,
 :func:`finish_recv_into`, is awaited in the loop's thread through the portal: it goes on with a
@@ -44,8 +50,11 @@ the kernel gave.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from .. import _portal
 from .._args import DataLike, check_bytes_view, check_flags, check_size, check_timeout
 from .._buffer import ReadBuffer
 from .._enums import MAX_LINE_LENGTH, SocketFlag
@@ -53,11 +62,68 @@ from ._accept import accept_raw_nowait
 from ._datagram import recv_datagram_nowait, recv_from_ready
 from ._reading import writable_view
 from ._socket import AsyncSocket
+from ._state import CHUNK
 from ._streams import recv_line_unbuffered_nowait, unbuffered_lines_supported
+from ._transport import TlsStream
 
 __all__ = ("accept", "accept_addr", "recv", "recv_from", "recv_into", "recv_line", "send", "skip")
 
 SAFE_DISCONN = SocketFlag.SAFE_DISCONN
+T = TypeVar("T")
+
+
+class PortalCalls:
+    """The portal calls of one blocking socket in flight, counted: while there are none, a
+    caller's thread that holds :attr:`lock` may use the socket's TLS channel (the thread rule
+    above). The blocking ``Socket`` makes every portal call through :meth:`call`."""
+
+    __slots__ = ("lock", "running")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+
+    def call(
+        self, func: Callable[..., Awaitable[T]], *args: Any, undo: Callable[[T], None] | None = None
+    ) -> T:
+        """:func:`duonet._portal.call`, counted."""
+        lock = self.lock
+        with lock:
+            self.running += 1
+        try:
+            return _portal.call(func, *args, undo=undo)
+        finally:
+            with lock:
+                self.running -= 1
+
+
+def _own_channel(sock: AsyncSocket) -> PortalCalls | None:
+    """The socket's count with its lock held, if no portal call of it is in flight (the caller
+    then owns the TLS channel until it releases the lock); else None."""
+    calls: PortalCalls | None = sock._portal_calls
+    if calls is None or not calls.lock.acquire(blocking=False):
+        return None
+    if calls.running:
+        calls.lock.release()
+        return None
+    return calls
+
+
+def _pull(sock: AsyncSocket, flags: SocketFlag, limit: int = CHUNK) -> bool:
+    """Move what has arrived into the buffer without waiting: from the kernel on a plain
+    socket; on a buffered TLS socket, decrypted, while the caller owns the channel."""
+    transport = sock._transport
+    if not isinstance(transport, TlsStream):
+        return transport.pull_nowait(flags, limit)
+    if not sock._buffered:
+        return False  # (an unbuffered TLS read goes record by record, in the loop)
+    calls = _own_channel(sock)
+    if calls is None:
+        return False
+    try:
+        return transport.pull_nowait_in_loop(flags, limit)
+    finally:
+        calls.lock.release()
 
 
 #: The first step of a blocking ``recv_line`` (and of each step of line iteration): the next
@@ -81,10 +147,10 @@ def recv(
         return buf.take(size) if buf else recv_datagram_nowait(sock, size)
     if not sock._buffered:
         if not buf:
-            sock._transport.pull_nowait(flags, size)
+            _pull(sock, flags, size)
         return buf.take(size) if buf else None
     while len(buf) < size:
-        if not sock._transport.pull_nowait(flags):
+        if not _pull(sock, flags):
             return None
     return buf.take(size)
 
@@ -107,7 +173,7 @@ def recv_line(
             if unbuffered_lines_supported(sock) and not sock._gone_nowait():
                 return recv_line_unbuffered_nowait(sock, flags, max_length)
             return None  # the awaited call reads no further than the line
-        if sock._transport.pull_nowait(flags):
+        if _pull(sock, flags):
             line = sock._buf.take_line(max_length)
     return line
 
@@ -147,7 +213,7 @@ def begin_recv_into(
     got = sock._buf.take_into(view)
     if got < size and not sock._buf.direct_ok:
         # a \n to skip (or EOF): let the buffer see the next bytes first
-        if not sock._transport.pull_nowait(flags, sock._limit(size - got)) and not sock._buf.eof:
+        if not _pull(sock, flags, sock._limit(size - got)) and not sock._buf.eof:
             return (view, got) if got else None
         got += sock._buf.take_into(view[got:])
     raw = sock._sock
@@ -206,7 +272,7 @@ def skip(sock: AsyncSocket, size: int, timeout: float | None = None) -> int | No
         return None
     buf = sock._buf
     while len(buf) < size:
-        if not sock._transport.pull_nowait(SAFE_DISCONN, sock._limit(size)):
+        if not _pull(sock, SAFE_DISCONN, sock._limit(size)):
             return None
     return buf.discard(size)
 
@@ -224,14 +290,17 @@ def send(
         check_flags(flags, "send")
     if timeout is not None:
         check_timeout(timeout)
-    if (
-        sock._closed
-        or sock._tls is not None
-        or sock._peer_gone
-        or sock._unconnected
-        or sock._eof_sent
-    ):
+    if sock._closed or sock._peer_gone or sock._unconnected or sock._eof_sent:
         return view
+    transport = sock._transport
+    if isinstance(transport, TlsStream):
+        calls = _own_channel(sock)
+        if calls is None:
+            return view
+        try:
+            return transport.send_nowait(view, flags)
+        finally:
+            calls.lock.release()
     try:
         sent = sock._sock.send(view)
     except (BlockingIOError, InterruptedError):

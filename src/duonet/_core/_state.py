@@ -76,7 +76,8 @@ class Transport(Protocol):
         added. Safe in the caller's thread (a TLS transport adds nothing there)."""
 
     def pull_nowait_in_loop(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
-        """:meth:`pull_nowait`, TLS included: in the loop's thread only."""
+        """:meth:`pull_nowait`, TLS included: in the loop's thread, or by the channel's owner
+        (see :mod:`duonet._core._fastpath`)."""
 
     async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
         """One read straight into ``target`` (only where :attr:`direct`); 0 at the end."""
@@ -127,6 +128,9 @@ class SocketState:
         self._tls_handshaken = False
         self._psk_identity = ""
         self._tls_state: Any = None  # a TLS listener's parked handshakes (_tls._ListenerState)
+        #: The blocking face's count of this socket's portal calls (``_fastpath.PortalCalls``),
+        #: which tells its fast path when it may use the TLS channel; None on the async face.
+        self._portal_calls: Any = None
         self._transport = self._transport_for()
         #: The deadline of every call without a timeout: it holds no state, so one serves all.
         self._forever = Deadline(None, "", self._waiter, self._describe)

@@ -190,15 +190,17 @@ class TlsStream:
         raise AssertionError("TLS reads go through the buffer")  # (direct is False)
 
     def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
-        return False  # possibly in the caller's thread: TLS state is the loop's
+        return False  # any thread may call this: the channel needs an owner (pull_nowait_in_loop)
 
     def pull_nowait_in_loop(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
         """Decrypt what the kernel already holds into the buffer, never waiting.
 
         True if plaintext was added. A closed or truncated stream is fed to the buffer as the
-        end of the stream (``SAFE_DISCONN``'s rule); other errors raise as an awaited read would.
-        Records we must answer (a TLS 1.3 key update) are handed to the kernel without waiting,
-        and what it does not take goes out with the next write.
+        end of the stream under ``flags`` (``SAFE_DISCONN``); other errors raise as an awaited read
+        would. In the loop's thread, or in a caller's thread that owns the channel (see
+        :mod:`duonet._core._fastpath`). Records we must answer (a TLS 1.3 key update) are
+        handed to the kernel without waiting, and what it does not take goes out with the next
+        write.
         """
         s = self._s
         if s._buf.eof or s._closed or s._gone_nowait():
@@ -206,7 +208,7 @@ class TlsStream:
         try:
             got = self.channel.receive_nowait_into(s._buf.feed, limit)
         except (ssl.SSLError, OSError) as exc:
-            return self._read_error(exc, SAFE_DISCONN)
+            return self._read_error(exc, flags)
         if got is None:
             return False  # nothing more has arrived: nothing was consumed
         if not got:
