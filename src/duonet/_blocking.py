@@ -260,7 +260,7 @@ class Socket:
         except IndexError:
             raise self._busy("reading") from None
         try:
-            if self._aio._tls is not None:  # TLS state lives in the loop's thread
+            if self._aio._tls is not None:  # TLS: this call uses the channel in the loop
                 return self._call(self._aio._read_line_nowait_in_loop)
             return self._aio.read_line_nowait()
         finally:

@@ -9,8 +9,9 @@ keeps its own, leaner one:
 
 * one daemon thread ``duonet-portal`` per process, started lazily on the first call that needs it,
   running ``anyio.run`` on asyncio (uvloop when importable) or trio;
-* a call is one hop: the caller hands a :class:`_Job` to the loop with
-  ``loop.call_soon_threadsafe`` / ``TrioToken.run_sync_soon``, the loop runs it in a plain task
+* a call is one hop: the caller hands a :class:`_Job` to the loop (on Linux's asyncio and uvloop
+  through a queue and an eventfd, else ``loop.call_soon_threadsafe``; on trio
+  ``TrioToken.run_sync_soon``), the loop runs it in a plain task
   (on trio under one cancel scope, what a Ctrl-C cancels; on asyncio a Ctrl-C cancels the task
   itself, so no scope is entered per call: see :meth:`_Job.run_asyncio`),
   and the result comes back through a ``_thread`` lock owned by the calling thread
