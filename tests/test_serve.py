@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -454,6 +455,9 @@ def test_serve_forever_returns_when_closed_from_another_thread(portal_backend: s
 def test_keyboard_interrupt_in_serve_forever_closes_the_server(portal_backend: str) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("Ctrl-C reaches the main thread only")
+    # A shell that started the test run in the background has set SIGINT to "ignore", and
+    # interrupt_main() then does nothing: Python's own handler, for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     server = duonet.serve(upper, 0, "127.0.0.1")
     timer = threading.Timer(0.2, _thread.interrupt_main)
     timer.start()
@@ -463,6 +467,7 @@ def test_keyboard_interrupt_in_serve_forever_closes_the_server(portal_backend: s
     finally:
         timer.join(WAIT)
         server.close()
+        signal.signal(signal.SIGINT, previous)
     assert server_threads() == []
     with pytest.raises(ConnectionRefusedError):
         tcp_client(server.port).close()
