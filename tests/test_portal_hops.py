@@ -163,3 +163,41 @@ def test_a_stopped_portal_refuses_jobs(portal: str) -> None:
         stopped.call(echo, (2,), None)
     _portal.reset()
     assert _portal.call(echo, 3) == 3  # a new portal
+
+
+_DAEMON_AT_EXIT = textwrap.dedent(
+    """
+    import socket, sys, threading, time
+    import duonet
+
+    duonet.configure(backend=sys.argv[1])
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: each dial is a quick hop that fails
+
+    def loop():
+        while True:
+            try:
+                duonet.dial("127.0.0.1", port, timeout=1)
+            except OSError:
+                pass
+
+    threading.Thread(target=loop, daemon=True).start()
+    time.sleep(0.1)  # then exit while the daemon thread keeps calling
+    """
+)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_daemon_thread_calling_at_interpreter_exit_prints_nothing(backend: str) -> None:
+    # A daemon thread that makes a blocking call after the portal stopped at exit blocks until
+    # the interpreter ends it, as the callers of jobs in flight do: no traceback on stderr.
+    for _ in range(10):  # (the stopped-portal window is short: try it a few times)
+        done = subprocess.run(
+            [sys.executable, "-c", _DAEMON_AT_EXIT, backend],
+            capture_output=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert done.stderr == b"", done.stderr.decode(errors="replace")

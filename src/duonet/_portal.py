@@ -314,7 +314,12 @@ class _Portal:
         assert spawn is not None
         try:
             spawn(job)
-        except RuntimeError as exc:  # the loop is closed (interpreter exit)
+        except RuntimeError as exc:  # the loop has stopped (interpreter exit)
+            if _exiting:
+                # Only daemon threads still run at exit (the others were joined before atexit
+                # handlers ran): block as the callers of the jobs in flight do, until the
+                # interpreter ends the thread, instead of printing a traceback for it.
+                threading.Event().wait()
             raise RuntimeError("duonet's event loop is not running (interpreter exit?)") from exc
         except BaseException:
             # Ctrl-C while handing the job over: it may or may not be queued. Make it a no-op if
