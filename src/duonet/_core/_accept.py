@@ -49,7 +49,8 @@ async def accept_plain(listener: S, flags: SocketFlag, inheritable: bool) -> tup
 
 
 def _accepted(listener: S, conn: socket.socket, addr: Any, inheritable: bool) -> tuple[S, str]:
-    client = type(listener)._adopt(conn, listener._buffered, inheritable)
+    kind = (listener._family, listener._type)  # the client's, known: no conversions
+    client = type(listener)._adopt(conn, listener._buffered, inheritable, kind)
     client._unconnected = False
     if isinstance(addr, tuple):
         text = str(addr[0])

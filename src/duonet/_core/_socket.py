@@ -237,7 +237,7 @@ class AsyncSocket(StreamReads, StreamWrites, DatagramCalls, ConnectionCalls, Byt
             self._tls.send_close_notify()  # best effort, never waits
         if self._tls_state is not None:
             self._tls_state.close()
-        elif not self._listening:
+        elif not self._listening and self._type == socket.SOCK_STREAM:
             drain_unread(self._sock, not self._buffered)  # so that the close is a FIN, not a reset
         self._waiter.close()  # the fd leaves the loop's selector before its number is free
         self._sock.close()

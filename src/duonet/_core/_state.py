@@ -98,14 +98,23 @@ class SocketState:
     #: module, so it cannot import them).
     _transport_for: ClassVar[Callable[[SocketState], Transport]]
 
-    def _setup(self, sock: socket.socket, buffered: bool, inheritable: bool) -> None:
+    def _setup(
+        self,
+        sock: socket.socket,
+        buffered: bool,
+        inheritable: bool,
+        kind: tuple[int, int] | None = None,
+    ) -> None:
+        """``kind``: ``(family, type)`` when known (a listener's, for the clients it accepts):
+        reading them from ``sock`` costs a conversion to the stdlib's enums each."""
         sock.setblocking(False)
         if inheritable:
             sock.set_inheritable(True)
         self._sock = sock
         self._fd = sock.fileno()
-        self._family = sock.family
-        self._type = sock.type
+        family, type_ = (sock.family, sock.type) if kind is None else kind
+        self._family: int = family
+        self._type: int = type_
         self._buffered = buffered
         self._buf = ReadBuffer()
         self._waiter = Waiter(sock)
@@ -117,7 +126,7 @@ class SocketState:
         self._reset_errno = 0  # a reset that connect() saw right after the handshake: see _eof
         # A stream socket that was never connected (nor accepted) refuses reads and writes with
         # ENOTCONN: SAFE_DISCONN covers a connection that was lost, never one that did not exist.
-        self._unconnected = sock.type == socket.SOCK_STREAM
+        self._unconnected = self._type == socket.SOCK_STREAM
         self._drained = False  # the last read emptied the kernel: wait before reading again
         self._peer: str = ""  # "host:port" (or the path) of the peer, for messages
         self._listening = False
@@ -137,11 +146,15 @@ class SocketState:
 
     @classmethod
     def _adopt(
-        cls: type[S], sock: socket.socket, buffered: bool = True, inheritable: bool = False
+        cls: type[S],
+        sock: socket.socket,
+        buffered: bool = True,
+        inheritable: bool = False,
+        kind: tuple[int, int] | None = None,
     ) -> S:
         """A socket of this class over ``sock`` (accepted, dialled or handed in)."""
         self = cls.__new__(cls)
-        self._setup(sock, buffered, inheritable)
+        self._setup(sock, buffered, inheritable, kind)
         return self
 
     # -- names for messages -------------------------------------------------------------------
