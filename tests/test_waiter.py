@@ -329,3 +329,32 @@ async def test_a_stale_selector_key_for_the_fd_number_is_replaced() -> None:
                 await sock.send(b"hello\n")
                 assert await sock.recv_line(timeout=5) == b"HELLO"
             assert_unwatched(fd)
+
+
+async def test_a_writability_report_racing_a_cancel_is_ignored() -> None:
+    # The writer's wait is cancelled (its future is done) and the socket turns writable before
+    # the cancelled task resumes: the loop's writer callback must not complete the future
+    # again (asyncio's InvalidStateError, seen at interpreter exit), and nothing stays watched.
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        pytest.skip("asyncio's own registration only")
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        try:
+            while True:
+                a.send(b"x" * 65536)
+        except BlockingIOError:
+            pass  # the send buffer is full: writable() waits
+        waiter = Waiter(a)
+        task = loop.create_task(waiter.writable())
+        await asyncio.sleep(0)  # the task registers its writer and waits on its future
+        fut = waiter._wfut
+        assert fut is not None
+        task.cancel()  # cancels the future at once; the task resumes later
+        assert fut.done()
+        waiter._on_writable(fut)  # what the loop runs when the socket turns writable
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert_unwatched(a.fileno())

@@ -235,7 +235,8 @@ class Waiter:
             fd = self.sock.fileno()
             if fd >= 0:
                 fut.get_loop().remove_writer(fd)
-            fut.set_result(True)
+            if not fut.done():  # (cancelled, and its task not yet resumed: it cleans up)
+                fut.set_result(True)
 
     def _wake_all(self) -> None:
         """Wake both directions with "closed" and unregister, in the loop's thread."""
