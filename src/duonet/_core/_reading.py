@@ -64,9 +64,16 @@ class StreamReads(SocketState):
             TypeError, ValueError: an argument of the wrong type or value (nothing was read).
             OSError: ``ENOTCONN``, the socket was never connected.
         """
-        size = self._check_io(size, timeout, flags, "recv")
-        if size == 0:
-            return b""
+        if (
+            type(size) is not int
+            or size < 1
+            or timeout is not None
+            or flags is not SAFE_DISCONN
+            or self._unconnected
+        ):  # (the default arguments need no further check: the body read of a protocol)
+            size = self._check_io(size, timeout, flags, "recv")
+            if size == 0:
+                return b""
         if not self._reading:  # the body of a line-then-bytes protocol, already buffered
             data = self._buf.take_exact(size)
             if data is not None:
