@@ -10,7 +10,8 @@ datagram. ``send`` of a connected datagram socket is its transport's
 from __future__ import annotations
 
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .._args import (
     DataLike,
@@ -26,6 +27,8 @@ from ._resolve import endpoint, host_text, resolve
 from ._state import SocketState
 
 __all__ = ("DatagramCalls", "recv_datagram", "recv_datagram_nowait")
+
+R = TypeVar("R")
 
 #: The largest datagram a UDP socket can receive (what ``recv_from`` allocates at most).
 _MAX_DATAGRAM = 65535
@@ -48,11 +51,16 @@ async def recv_datagram(state: SocketState, size: int, timeout: float | None) ->
     if buf:
         return buf.take(size)
     with state._deadline(timeout, "recv"):
-        while True:
-            datagram = recv_datagram_nowait(state, size)
-            if datagram is not None:
-                return datagram
-            await state._waiter.readable()
+        return await _next(state, recv_datagram_nowait, size)
+
+
+async def _next(state: SocketState, ready: Callable[[SocketState, int], R | None], size: int) -> R:
+    """``ready(state, size)``'s first answer that is not None, waiting for the socket between."""
+    while True:
+        answer = ready(state, size)
+        if answer is not None:
+            return answer
+        await state._waiter.readable()
 
 
 def recv_from_ready(state: SocketState, length: int) -> tuple[bytes, str, int] | None:
@@ -111,11 +119,7 @@ class DatagramCalls(SocketState):
         self._begin_read()
         try:
             with self._deadline(timeout, "recv_from"):
-                while True:
-                    result = recv_from_ready(self, length)
-                    if result is not None:
-                        return result
-                    await self._waiter.readable()
+                return await _next(self, recv_from_ready, length)
         finally:
             self._reading = False
 

@@ -97,16 +97,16 @@ class PortalCalls:
                 self.running -= 1
 
 
-def _own_channel(sock: AsyncSocket) -> PortalCalls | None:
-    """The socket's count with its lock held, if no portal call of it is in flight (the caller
-    then owns the TLS channel until it releases the lock); else None."""
+def _as_owner(sock: AsyncSocket, work: Callable[[], T], otherwise: T) -> T:
+    """``work()`` run as the owner of the socket's TLS channel: under its count's lock, if no
+    portal call of the socket is in flight; else ``otherwise`` (the caller hops instead)."""
     calls: PortalCalls | None = sock._portal_calls
     if calls is None or not calls.lock.acquire(blocking=False):
-        return None
-    if calls.running:
+        return otherwise
+    try:
+        return otherwise if calls.running else work()
+    finally:
         calls.lock.release()
-        return None
-    return calls
 
 
 def _pull(sock: AsyncSocket, flags: SocketFlag, limit: int = CHUNK) -> bool:
@@ -117,13 +117,7 @@ def _pull(sock: AsyncSocket, flags: SocketFlag, limit: int = CHUNK) -> bool:
         return transport.pull_nowait(flags, limit)
     if not sock._buffered:
         return False  # (an unbuffered TLS read goes record by record, in the loop)
-    calls = _own_channel(sock)
-    if calls is None:
-        return False
-    try:
-        return transport.pull_nowait_in_loop(flags, limit)
-    finally:
-        calls.lock.release()
+    return _as_owner(sock, lambda: transport.pull_nowait_in_loop(flags, limit), False)
 
 
 #: The first step of a blocking ``recv_line`` (and of each step of line iteration): the next
@@ -294,13 +288,9 @@ def send(
         return view
     transport = sock._transport
     if isinstance(transport, TlsStream):
-        calls = _own_channel(sock)
-        if calls is None:
-            return view
-        try:
-            return transport.send_nowait(view, flags)
-        finally:
-            calls.lock.release()
+        tls = transport
+        rest: memoryview | None = view  # (what is left: all of it, if the caller hops)
+        return _as_owner(sock, lambda: tls.send_nowait(view, flags), rest)
     try:
         sent = sock._sock.send(view)
     except (BlockingIOError, InterruptedError):
