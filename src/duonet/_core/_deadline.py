@@ -84,6 +84,12 @@ class Deadline:
             where = self._where() if self._where is not None else self._what
             raise SocketClosedError(f"socket {where}") from None
 
+    def settle(self, where: str) -> None:
+        """Name ``where`` in messages from now on instead of asking the socket: for a closing
+        socket's shared deadline, so that it no longer refers back to its socket (a reference
+        cycle that left every closed socket to the cycle collector)."""
+        self._where = where.__str__
+
     def message(self) -> str:
         """``recv_line on 127.0.0.1:80 timed out after 5 s (...)``."""
         where = self._where() if self._where is not None else ""

@@ -114,10 +114,10 @@ def _pull(sock: AsyncSocket, flags: SocketFlag, limit: int = CHUNK) -> bool:
     socket; on a buffered TLS socket, decrypted, while the caller owns the channel."""
     transport = sock._transport
     if not isinstance(transport, TlsStream):
-        return transport.pull_nowait(flags, limit)
+        return transport.pull_nowait(sock, flags, limit)
     if not sock._buffered:
         return False  # (an unbuffered TLS read goes record by record, in the loop)
-    return _as_owner(sock, lambda: transport.pull_nowait_in_loop(flags, limit), False)
+    return _as_owner(sock, lambda: transport.pull_nowait_in_loop(sock, flags, limit), False)
 
 
 #: The first step of a blocking ``recv_line`` (and of each step of line iteration): the next
@@ -290,7 +290,7 @@ def send(
     if isinstance(transport, TlsStream):
         tls = transport
         rest: memoryview | None = view  # (what is left: all of it, if the caller hops)
-        return _as_owner(sock, lambda: tls.send_nowait(view, flags), rest)
+        return _as_owner(sock, lambda: tls.send_nowait(sock, view, flags), rest)
     try:
         sent = sock._sock.send(view)
     except (BlockingIOError, InterruptedError):

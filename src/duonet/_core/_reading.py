@@ -86,13 +86,13 @@ class StreamReads(SocketState):
             if not self._buffered:
                 # One read of at most `size` bytes: nothing is left behind in user space.
                 with self._deadline(timeout, "recv"):
-                    while not buf and await self._transport.fill(flags, size):
+                    while not buf and await self._transport.fill(self, flags, size):
                         pass  # (a read that gave only the \n of a \r\n: read again)
                 return buf.take(size)
             if len(buf) >= size:
                 return buf.take(size)
             with self._deadline(timeout, "recv"):
-                while len(buf) < size and await self._transport.fill(flags):
+                while len(buf) < size and await self._transport.fill(self, flags):
                     pass
             return buf.take(size)
         finally:
@@ -130,13 +130,13 @@ class StreamReads(SocketState):
                 try:
                     while got < size:
                         if transport.direct and self._buf.direct_ok:
-                            n = await transport.read_into(view[got:], flags)
+                            n = await transport.read_into(self, view[got:], flags)
                             if n == 0:
                                 break
                             got += n
                         else:
                             limit = CHUNK if self._buffered else size - got
-                            if not await self._transport.fill(flags, limit):
+                            if not await self._transport.fill(self, flags, limit):
                                 got += self._buf.take_into(view[got:])
                                 break
                             got += self._buf.take_into(view[got:])
@@ -204,9 +204,9 @@ class StreamReads(SocketState):
                             line = tls_line_from_record(self, max_length)
                         if line is not None:
                             return line
-                        if not await self._transport.fill(flags, 1):
+                        if not await self._transport.fill(self, flags, 1):
                             return buf.take_rest_line(max_length)
-                while await self._transport.fill(flags):
+                while await self._transport.fill(self, flags):
                     line = buf.take_line(max_length)
                     if line is not None:
                         return line
@@ -250,7 +250,7 @@ class StreamReads(SocketState):
                 line = tls_line_from_record(self, MAX_LINE_LENGTH)
                 if line is not None:
                     return ReadLineResult.FULL_LINE, line
-            if not self._transport.pull_nowait_in_loop(SAFE_DISCONN, 1 if exact else CHUNK):
+            if not self._transport.pull_nowait_in_loop(self, SAFE_DISCONN, 1 if exact else CHUNK):
                 break
             line = buf.take_line(MAX_LINE_LENGTH)
             if line is not None:
@@ -278,7 +278,7 @@ class StreamReads(SocketState):
             if len(buf) < size:
                 with self._deadline(timeout, "skip"):
                     while len(buf) < size and await self._transport.fill(
-                        SAFE_DISCONN, self._limit(size)
+                        self, SAFE_DISCONN, self._limit(size)
                     ):
                         pass
             return buf.discard(size)
@@ -317,7 +317,7 @@ class StreamReads(SocketState):
             try:
                 with self._deadline(None, "receive"):
                     limit = CHUNK if self._buffered else max_bytes
-                    while not buf and await self._transport.fill(SAFE_DISCONN, limit):
+                    while not buf and await self._transport.fill(self, SAFE_DISCONN, limit):
                         pass
             except SocketClosedError:
                 raise anyio.ClosedResourceError from None

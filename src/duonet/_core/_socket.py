@@ -233,6 +233,7 @@ class AsyncSocket(StreamReads, StreamWrites, DatagramCalls, ConnectionCalls, Byt
         if self._closed:
             return
         self._closed = True
+        self._forever.settle(self._describe())  # (before the socket closes: its address)
         if self._tls is not None and self._tls_handshaken:
             self._tls.send_close_notify()  # best effort, never waits
         if self._tls_state is not None:

@@ -68,21 +68,25 @@ class Transport(Protocol):
     #: Reads may go straight into the caller's memory (``recv_into``): plain sockets only.
     direct: bool
 
-    async def fill(self, flags: SocketFlag, limit: int = CHUNK) -> bool:
+    async def fill(self, s: SocketState, flags: SocketFlag, limit: int = CHUNK) -> bool:
         """Read one chunk (at most ``limit`` bytes) into the buffer; False at the end."""
 
-    def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+    def pull_nowait(
+        self, s: SocketState, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK
+    ) -> bool:
         """Move what has already arrived into the buffer, never waiting; True if bytes were
         added. Safe in the caller's thread (a TLS transport adds nothing there)."""
 
-    def pull_nowait_in_loop(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+    def pull_nowait_in_loop(
+        self, s: SocketState, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK
+    ) -> bool:
         """:meth:`pull_nowait`, TLS included: in the loop's thread, or by the channel's owner
         (see :mod:`duonet._core._fastpath`)."""
 
-    async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
+    async def read_into(self, s: SocketState, target: memoryview, flags: SocketFlag) -> int:
         """One read straight into ``target`` (only where :attr:`direct`); 0 at the end."""
 
-    async def send(self, view: memoryview, flags: SocketFlag) -> None:
+    async def send(self, s: SocketState, view: memoryview, flags: SocketFlag) -> None:
         """Send all of ``view`` (a datagram: as one datagram)."""
 
 

@@ -153,7 +153,7 @@ class _Handshake:
         """Make the socket a TLS socket over this completed handshake."""
         sock = self.sock
         sock._tls = self.channel
-        sock._transport = TlsStream(sock, self.channel)
+        sock._transport = TlsStream(self.channel)
         sock._tls_handshaken = True
         sock._psk_identity = self.psk_identity
 

@@ -1,7 +1,10 @@
 """Transports: what moves a socket's bytes between the kernel (or TLS) and its buffer.
 
 A socket's semantics (lines, exact sizes, flags, deadlines, busy guards) are ``AsyncSocket``'s and
-the same for every kind of socket; underneath, one small object per socket moves the bytes:
+the same for every kind of socket; underneath, a transport moves the bytes. A transport holds no
+reference to its socket (every method is handed the socket's state), so a socket is freed as soon
+as it is dropped, without waiting for the cycle collector: one plain transport serves every plain
+socket, and a TLS transport holds only its channel.
 
 * :class:`PlainStream`: TCP and Unix stream sockets, non-blocking syscalls and the socket's
   waiter. The receive/retry loop (:meth:`PlainStream._read`) is written once, for reads into the
@@ -33,24 +36,18 @@ __all__ = ("Datagrams", "PlainStream", "TlsStream", "transport_for")
 
 def transport_for(state: SocketState) -> Transport:
     """The transport of a new (not yet TLS) socket: by its type."""
-    if state._type == socket.SOCK_DGRAM:
-        return Datagrams(state)
-    return PlainStream(state)
+    return DATAGRAMS if state._type == socket.SOCK_DGRAM else PLAIN_STREAM
 
 
 class PlainStream:
     """A plain stream socket: bytes straight from and to the kernel."""
 
-    __slots__ = ("_s",)
+    __slots__ = ()
     direct = True
 
-    def __init__(self, state: SocketState) -> None:
-        self._s = state
-
-    async def fill(self, flags: SocketFlag, limit: int = CHUNK) -> bool:
+    async def fill(self, s: SocketState, flags: SocketFlag, limit: int = CHUNK) -> bool:
         """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
         closed. Cancel-safe: what the kernel returns is fed to the buffer before any wait."""
-        s = self._s
         buf = s._buf
         if buf.eof or s._gone_nowait():
             return False
@@ -58,7 +55,7 @@ class PlainStream:
             s._drained = False
             if not s._waiter.nowait:  # (timeout=0 takes what arrived meanwhile, never waits)
                 await s._waiter.readable()
-        data = await self._read(self._recv, limit, flags)
+        data = await self._read(s, None, limit, flags)
         if data:
             # A short read emptied the kernel: the next read waits first instead of asking
             # the kernel again for nothing (a request/response protocol's every line).
@@ -67,17 +64,23 @@ class PlainStream:
             return True
         return False
 
-    async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
+    async def read_into(self, s: SocketState, target: memoryview, flags: SocketFlag) -> int:
         """One read straight into ``target`` (the buffer is empty); 0 at the end."""
-        return await self._read(self._s._sock.recv_into, target, flags) or 0
+        return await self._read(s, target, 0, flags) or 0
 
-    async def _read(self, read: Any, arg: Any, flags: SocketFlag) -> Any:
-        """The receive/retry loop: ``read(arg)`` until the kernel answers; a falsy answer is
-        the end of the stream (recorded in the buffer)."""
-        s = self._s
+    async def _read(
+        self, s: SocketState, target: memoryview | None, limit: int, flags: SocketFlag
+    ) -> Any:
+        """The receive/retry loop: a read into ``target``, or (None) of at most ``limit``
+        bytes, until the kernel answers; a falsy answer is the end of the stream (recorded in
+        the buffer)."""
+        sock = s._sock
         while True:
             try:
-                got = read(arg)
+                if target is None:
+                    got: Any = sock.recv(self._exact(s, limit))
+                else:
+                    got = sock.recv_into(target)
             except (BlockingIOError, InterruptedError):
                 await s._waiter.readable()
                 continue
@@ -90,27 +93,24 @@ class PlainStream:
                 s._eof(flags)
             return got
 
-    def _recv(self, limit: int) -> bytes:
-        return self._s._sock.recv(self._exact(limit))
-
-    def _exact(self, limit: int) -> int:
+    def _exact(self, s: SocketState, limit: int) -> int:
         """How much a read of ``limit`` bytes asks the kernel for: one more when an exact
         (unbuffered) read starts with the \\n that completes a \\r\\n (state, not data: the
         buffer drops it). Raises ``BlockingIOError`` if the kernel holds nothing."""
-        s = self._s
         if limit < CHUNK and pending_lf(s) and s._sock.recv(1, socket.MSG_PEEK) == b"\n":
             return limit + 1
         return limit
 
-    def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+    def pull_nowait(
+        self, s: SocketState, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK
+    ) -> bool:
         """Move what the kernel already holds (at most ``limit`` bytes) into the buffer, never
         waiting; True if bytes were added. A disconnection under ``flags`` reads as the end of
         the stream; any other error is raised (the kernel reports it only once)."""
-        s = self._s
         if s._buf.eof or s._closed or s._gone_nowait():
             return False
         try:
-            data = s._sock.recv(self._exact(limit))
+            data = s._sock.recv(self._exact(s, limit))
         except (BlockingIOError, InterruptedError):
             s._drained = True
             return False
@@ -125,20 +125,19 @@ class PlainStream:
 
     pull_nowait_in_loop = pull_nowait
 
-    async def send(self, view: memoryview, flags: SocketFlag) -> None:
+    async def send(self, s: SocketState, view: memoryview, flags: SocketFlag) -> None:
         """Send all of ``view``; a peer gone under ``SAFE_DISCONN`` makes it return quietly
         (and the next read gives the end of the stream)."""
-        s = self._s
         try:
-            await self._send(view)
+            await self._send(s, view)
         except OSError as exc:
             if is_disconnection_error(flags, exc.errno or 0) and not s._closed:
                 s._peer_gone = True
                 return
             raise s._os_error(exc, "sending to") from exc
 
-    async def _send(self, view: memoryview) -> None:
-        await send_all(self._s._sock, self._s._waiter, view)
+    async def _send(self, s: SocketState, view: memoryview) -> None:
+        await send_all(s._sock, s._waiter, view)
 
 
 class Datagrams(PlainStream):
@@ -147,8 +146,7 @@ class Datagrams(PlainStream):
 
     __slots__ = ()
 
-    async def _send(self, view: memoryview) -> None:
-        s = self._s
+    async def _send(self, s: SocketState, view: memoryview) -> None:
         while True:
             try:
                 s._sock.send(view)
@@ -161,15 +159,13 @@ class TlsStream:
     """A stream socket behind TLS: plaintext is fed to the buffer as it is decrypted, and the
     channel is used from the loop's thread only (an ``SSLObject`` is not thread-safe)."""
 
-    __slots__ = ("_s", "channel")
+    __slots__ = ("channel",)
     direct = False
 
-    def __init__(self, state: SocketState, channel: TlsChannel) -> None:
-        self._s = state
+    def __init__(self, channel: TlsChannel) -> None:
         self.channel = channel
 
-    async def fill(self, flags: SocketFlag, limit: int = CHUNK) -> bool:
-        s = self._s
+    async def fill(self, s: SocketState, flags: SocketFlag, limit: int = CHUNK) -> bool:
         buf = s._buf
         if buf.eof or s._gone_nowait():
             return False
@@ -179,20 +175,24 @@ class TlsStream:
             try:
                 got = await self.channel.receive_into(buf.feed, 1 if lf_first else limit)
             except (ssl.SSLError, OSError) as exc:
-                return self._read_error(exc, flags)
+                return self._read_error(s, exc, flags)
             if not got:  # the peer's close_notify
                 buf.feed_eof()
                 return False
             if not (lf_first and not buf):
                 return True
 
-    async def read_into(self, target: memoryview, flags: SocketFlag) -> int:
+    async def read_into(self, s: SocketState, target: memoryview, flags: SocketFlag) -> int:
         raise AssertionError("TLS reads go through the buffer")  # (direct is False)
 
-    def pull_nowait(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+    def pull_nowait(
+        self, s: SocketState, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK
+    ) -> bool:
         return False  # any thread may call this: the channel needs an owner (pull_nowait_in_loop)
 
-    def pull_nowait_in_loop(self, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK) -> bool:
+    def pull_nowait_in_loop(
+        self, s: SocketState, flags: SocketFlag = SAFE_DISCONN, limit: int = CHUNK
+    ) -> bool:
         """Decrypt what the kernel already holds into the buffer, never waiting.
 
         True if plaintext was added. A closed or truncated stream is fed to the buffer as the
@@ -202,13 +202,12 @@ class TlsStream:
         handed to the kernel without waiting, and what it does not take goes out with the next
         write.
         """
-        s = self._s
         if s._buf.eof or s._closed or s._gone_nowait():
             return False
         try:
             got = self.channel.receive_nowait_into(s._buf.feed, limit)
         except (ssl.SSLError, OSError) as exc:
-            return self._read_error(exc, flags)
+            return self._read_error(s, exc, flags)
         if got is None:
             return False  # nothing more has arrived: nothing was consumed
         if not got:
@@ -216,19 +215,17 @@ class TlsStream:
             return False
         return True
 
-    def _read_error(self, exc: OSError, flags: SocketFlag) -> bool:
+    def _read_error(self, s: SocketState, exc: OSError, flags: SocketFlag) -> bool:
         """An error of a TLS read: False (fed as the end of the stream) or raised, as
         :func:`~duonet._errors.tls_read_error` says."""
-        s = self._s
         error = tls_read_error(exc, flags, s._describe(), s._closed)
         if error is None:
             s._buf.feed_eof()
             return False
         raise error from exc
 
-    async def send(self, view: memoryview, flags: SocketFlag) -> None:
+    async def send(self, s: SocketState, view: memoryview, flags: SocketFlag) -> None:
         """Send all of ``view`` after what is still queued (an empty view: just that)."""
-        s = self._s
         if s._peer_gone:  # an earlier send found the peer gone (the TLS stream is broken)
             s._peer_went_away(flags)
             return
@@ -238,9 +235,9 @@ class TlsStream:
             else:
                 await self.channel.flush()
         except OSError as exc:  # (ssl.SSLError included)
-            self._send_failed(exc, flags)
+            self._send_failed(s, exc, flags)
 
-    def send_nowait(self, view: memoryview, flags: SocketFlag) -> memoryview | None:
+    def send_nowait(self, s: SocketState, view: memoryview, flags: SocketFlag) -> memoryview | None:
         """Send all of ``view`` without waiting; only while the caller owns the channel (see
         :mod:`duonet._core._fastpath`).
 
@@ -248,22 +245,20 @@ class TlsStream:
         else what an awaited :meth:`send` must still do: ``view`` itself (nothing was sent), or
         an empty view (the records are encrypted and queued: sending nothing flushes them).
         """
-        s = self._s
         if s._peer_gone or not view:
             return view  # the awaited send says what that means
         try:
             done = self.channel.send_nowait(view)
         except OSError as exc:  # (ssl.SSLError included)
-            self._send_failed(exc, flags)
+            self._send_failed(s, exc, flags)
             return None
         if done is None:
             return view
         return None if done else view[len(view) :]
 
-    def _send_failed(self, exc: OSError, flags: SocketFlag) -> None:
+    def _send_failed(self, s: SocketState, exc: OSError, flags: SocketFlag) -> None:
         """A failed TLS send: returns quietly if the peer is gone under ``SAFE_DISCONN``, else
         raises the translated error."""
-        s = self._s
         if (
             not isinstance(exc, ssl.SSLError)
             and is_disconnection_error(SAFE_DISCONN, exc.errno or 0)
@@ -275,3 +270,8 @@ class TlsStream:
             if SAFE_DISCONN in flags:
                 return
         raise tls_send_error(exc, s._describe(), s._closed) from exc
+
+
+#: The transports of plain sockets: they hold nothing of their own, so all sockets share them.
+PLAIN_STREAM = PlainStream()
+DATAGRAMS = Datagrams()

@@ -56,7 +56,7 @@ class StreamWrites(SocketState):
             if self._eof_sent:
                 self._refuse_after_eof()
             with self._deadline(timeout, "send"):
-                await self._transport.send(view, flags)
+                await self._transport.send(self, view, flags)
         finally:
             self._writing = False
 
