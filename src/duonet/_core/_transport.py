@@ -49,13 +49,24 @@ class PlainStream:
         """Read one chunk (at most ``limit`` bytes) into the buffer; False once the peer has
         closed. Cancel-safe: what the kernel returns is fed to the buffer before any wait."""
         buf = s._buf
-        if buf.eof or s._gone_nowait():
+        if buf.eof or (s._peer_gone and s._gone_nowait()):
             return False
         if s._drained:  # the kernel was found empty, or emptied: wait before asking again
             s._drained = False
             if not s._waiter.nowait:  # (timeout=0 takes what arrived meanwhile, never waits)
                 await s._waiter.readable()
-        data = await self._read(s, None, limit, flags)
+        # The first try here, the retry loop only if the kernel has nothing yet: a request/
+        # response protocol's every line comes here once, and the loop is a coroutine more.
+        try:
+            data = s._sock.recv(limit if limit >= CHUNK else self._exact(s, limit))
+        except (BlockingIOError, InterruptedError):
+            data = await self._read(s, None, limit, flags)
+        except OSError as exc:
+            s._nowait_error(exc, flags)  # the end of the stream under flags, or raised
+            return False
+        else:
+            if not data:
+                s._eof(flags)
         if data:
             # A short read emptied the kernel: the next read waits first instead of asking
             # the kernel again for nothing (a request/response protocol's every line).
@@ -85,10 +96,8 @@ class PlainStream:
                 await s._waiter.readable()
                 continue
             except OSError as exc:
-                if is_disconnection_error(flags, exc.errno or 0) and not s._closed:
-                    s._buf.feed_eof()
-                    return None
-                raise s._os_error(exc, "receiving from") from exc
+                s._nowait_error(exc, flags)  # the end of the stream under flags, or raised
+                return None
             if not got:
                 s._eof(flags)
             return got
@@ -129,12 +138,25 @@ class PlainStream:
         """Send all of ``view``; a peer gone under ``SAFE_DISCONN`` makes it return quietly
         (and the next read gives the end of the stream)."""
         try:
-            await self._send(s, view)
+            rest = self._send_nowait(s, view)
+            if rest is not None:
+                await self._send(s, rest)
         except OSError as exc:
             if is_disconnection_error(flags, exc.errno or 0) and not s._closed:
                 s._peer_gone = True
                 return
             raise s._os_error(exc, "sending to") from exc
+
+    def _send_nowait(self, s: SocketState, view: memoryview) -> memoryview | None:
+        """What the kernel takes at once (usually all: then None, and no coroutine more), or
+        what is left for :meth:`_send`."""
+        if not view:
+            return None
+        try:
+            sent = s._sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            return view
+        return None if sent == len(view) else view[sent:]
 
     async def _send(self, s: SocketState, view: memoryview) -> None:
         await send_all(s._sock, s._waiter, view)
@@ -145,6 +167,13 @@ class Datagrams(PlainStream):
     one datagram, even an empty one."""
 
     __slots__ = ()
+
+    def _send_nowait(self, s: SocketState, view: memoryview) -> memoryview | None:
+        try:
+            s._sock.send(view)  # one datagram, even an empty one: whole or not at all
+        except (BlockingIOError, InterruptedError):
+            return view
+        return None
 
     async def _send(self, s: SocketState, view: memoryview) -> None:
         while True:
