@@ -1497,6 +1497,17 @@ async def send_data_types_and_big(face: Face, transport: str) -> None:
             tg.start_soon(read_it)
             await s.send(big, timeout=LONG * 2)
         assert hashlib.sha256(received[0]).digest() == hashlib.sha256(big).digest()
+        # the same through partial writes with items of 4 bytes: counted in bytes, not items
+        words = array.array("I", range(1 << 20))  # 4 MiB
+        async with anyio.create_task_group() as tg:
+            received.clear()
+
+            async def read_words() -> None:
+                received.append(await peer_read(conn, len(words) * words.itemsize))
+
+            tg.start_soon(read_words)
+            await s.send(words, timeout=LONG * 2)
+        assert received[0] == words.tobytes()
         assert await s.try_send(b"ok") is True
         assert await peer_read(conn, 2) == b"ok"
 

@@ -87,7 +87,8 @@ class Transport(Protocol):
         """One read straight into ``target`` (only where :attr:`direct`); 0 at the end."""
 
     async def send(self, s: SocketState, view: memoryview, flags: SocketFlag) -> None:
-        """Send all of ``view`` (a datagram: as one datagram)."""
+        """Send all of ``view``, a flat byte view (format ``"B"``, as ``check_bytes_view``
+        gives; a datagram: as one datagram)."""
 
 
 class SocketState:
