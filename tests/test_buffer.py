@@ -460,6 +460,26 @@ def test_none_consumes_nothing() -> None:
         assert buf.peek() == before
 
 
+@pytest.mark.parametrize("reply", [b"a\r\n", b"a\n", b"a\r"])
+def test_empty_buffer_misses_then_reads_on(reply: bytes) -> None:
+    # The miss before every wait: a fresh buffer, and one whose head was taken whole (the
+    # early returns of take_line), answer None and then read the next chunk as usual.
+    buf = ReadBuffer()
+    assert buf.take_line(10) is None
+    for _ in range(3):
+        buf.feed(reply)
+        assert buf.take_line(10) == b"a"
+        assert buf.take_line(10) is None
+        assert not buf
+        assert len(buf) == 0
+    buf.feed(b"\nbc")  # after a lone \r its \n is skipped, else it is an empty line
+    assert buf.take_line(10) == (None if reply.endswith(b"\r") else b"\r\n")
+    assert buf.take_exact(2) == b"bc"
+    assert buf.take_line(1) is None
+    buf.feed(b"xyz")
+    assert buf.take_line(1) == b"x"  # a max_length piece is no miss
+
+
 def short_lines(n: int, terminator: bytes = b"\n") -> bytes:
     return b"".join(b"L%d" % i + terminator for i in range(n))
 

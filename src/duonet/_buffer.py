@@ -267,6 +267,8 @@ class ReadBuffer:
         if head:
             # The protocol fast path: a \r\n line, sliced out of the head.
             pos = self._hpos
+            if pos == len(head):
+                return None  # all of it taken: nothing is buffered (the miss before a wait)
             limit = pos + max_length + 1
             lf = head.find(b"\n", pos, limit)
             if lf > pos:
@@ -283,6 +285,8 @@ class ReadBuffer:
                 return None  # no terminator yet, and not a max_length piece: wait for more
             self._unhead()  # anything else takes the general path
         raw = self._raw
+        if not raw and not self._tail:
+            return None  # nothing is buffered
         if not self._scan and not self._lf_hint:
             # The protocol fast path: a \r\n line at the front of _raw, cut here. (A line that
             # needs more care, or an unfinished one, goes on to _take_raw_line.)
