@@ -7,6 +7,7 @@ worker tasks take the jobs. These tests pin the behaviour those shortcuts must k
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -201,3 +202,55 @@ def test_a_daemon_thread_calling_at_interpreter_exit_prints_nothing(backend: str
         )
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         assert done.stderr == b"", done.stderr.decode(errors="replace")
+
+
+_AT_FD_LIMIT = textwrap.dedent(
+    """
+    import os, resource, socket, sys
+    import duonet
+    from duonet import _portal
+
+    backend, free = sys.argv[1], int(sys.argv[2])
+    duonet.configure(backend=backend)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    duonet.new_socket().close()  # duonet's own modules are imported by now (lazily, on use)
+    assert _portal._portal is None  # (that needed no portal)
+    in_use = len(os.listdir("/proc/self/fd")) - 1  # (the listing's own descriptor closes)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + free, hard))
+    try:
+        with duonet.dial("127.0.0.1", port, timeout=10):
+            print("started")
+    except OSError as exc:
+        print("refused", exc.errno, exc)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with duonet.dial("127.0.0.1", port, timeout=10):  # the portal starts once there is room
+        print("then started")
+    """
+)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts /proc/self/fd")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_call_at_the_descriptor_limit_fails_cleanly(backend: str) -> None:
+    # libuv aborts the process when its loop cannot open its descriptors, and a half-built
+    # asyncio loop prints a traceback: the portal checks there is room first, and the call
+    # raises EMFILE like any other (the next call starts the portal). With one descriptor
+    # more than the loop needs (the dialled socket's), it starts: the counts are not too low.
+    need = _portal._LOOP_FDS[backend]
+    for free, expected in ((0, "refused"), (need - 1, "refused"), (need + 1, "started")):
+        done = subprocess.run(
+            [sys.executable, "-c", _AT_FD_LIMIT, backend, str(free)],
+            capture_output=True,
+            timeout=60,
+        )
+        out, err = done.stdout.decode(), done.stderr.decode(errors="replace")
+        assert done.returncode == 0, (free, done.returncode, out, err)
+        assert err == "", (free, err)
+        first, then = out.splitlines()
+        assert first.startswith(expected), (free, out)
+        if expected == "refused":
+            assert first.startswith(f"refused {errno.EMFILE} ")
+            assert f"could not start its {backend} event loop" in first
+        assert then == "then started"

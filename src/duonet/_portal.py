@@ -155,6 +155,31 @@ def _eventfd() -> int:
     return fd
 
 
+#: Descriptors the portal's loop opens as it starts, by backend (counted: the loop's epoll,
+#: wake-up and signal descriptors, and the jobs' eventfd).
+_LOOP_FDS = {"asyncio": 4, "uvloop": 8, "trio": 5}
+
+
+def _check_free_fds(backend: str) -> None:
+    """Raise ``OSError(EMFILE)`` unless the loop of ``backend`` can open its descriptors now:
+    libuv aborts the whole process when its loop cannot (a blocking call at the descriptor limit
+    would kill the program instead of failing)."""
+    count = _LOOP_FDS.get(backend, 8)
+    fds: list[int] = []
+    try:
+        for _ in range(count):
+            fds.append(os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"duonet could not start its {backend} event loop: {exc.strerror} (it needs {count} "
+            "free descriptors)",
+        ) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 #: Seconds between the cancellations of a Ctrl-C'd asyncio job, until it ends.
 _RECANCEL = 0.05
 #: At most this many trio worker tasks stay parked between jobs (more run while more calls are
@@ -179,13 +204,16 @@ class _Portal:
         self._run_soon: Callable[[Callable[[], None]], object] | None = None
         self._stop: Callable[[], object] | None = None
         self.thread_ident: int | None = None
+        _check_free_fds(backend)
         self._thread = threading.Thread(target=self._thread_main, name="duonet-portal", daemon=True)
         self._thread.start()
         self._ready.wait()
-        if self._startup_error is not None:
-            raise RuntimeError(
-                f"duonet could not start its {backend} event loop"
-            ) from self._startup_error
+        error = self._startup_error
+        if error is not None:
+            why = f"duonet could not start its {backend} event loop"
+            if isinstance(error, OSError):  # out of descriptors, say: an OSError like any other
+                raise OSError(error.errno, f"{why}: {error.strerror}") from error
+            raise RuntimeError(f"{why}: {error}") from error
 
     def _thread_main(self) -> None:
         self.thread_ident = threading.get_ident()
