@@ -466,7 +466,7 @@ def stdlib_client_context() -> ssl.SSLContext:
     return ctx
 
 
-def wrap(s: Sock, ctx: SslContext) -> None:
+def wrap(ctx: SslContext, s: Sock) -> None:
     """``wrap_socket(ctx, s)`` on either face (the same function in both modules)."""
     assert duonet.wrap_socket is duonet.aio.wrap_socket
     duonet.wrap_socket(ctx, s.sock if isinstance(s, BlockingAdapter) else s)
@@ -597,7 +597,7 @@ def new_stream(face: Face, transport: str, buffered: bool = True) -> Sock:
         return face.new_socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, buffered=buffered)
     s = face.new_socket(buffered=buffered)
     if transport == "tls":
-        wrap(s, duonet_client_context())
+        wrap(duonet_client_context(), s)
     return s
 
 
@@ -635,7 +635,7 @@ async def duonet_listener(
                 lst.bind_addr(0, host)
                 where = lst.get_local_addr()[1]
             if transport == "tls":
-                wrap(lst, ctx or duonet_server_context())
+                wrap(ctx or duonet_server_context(), lst)
             assert lst.is_ssl() is (transport == "tls")
             lst.listen()
             yield lst, where

@@ -52,6 +52,7 @@ from reliability.test_harness import (  # noqa: F401 (fixtures, registered under
     anyio_backend_fixture,
     face_fixture,
     face_name_fixture,
+    stdlib_server_context,
     tls_client,
     wrap,
     wrap_connected,
@@ -66,19 +67,6 @@ PSK_KEY = bytes(range(32))
 
 
 # -- stdlib peers ------------------------------------------------------------------------------
-
-
-def stdlib_server_context(
-    cert: str, key: str, ca: str | None = None, require_client_cert: bool = False
-) -> ssl.SSLContext:
-    """A stdlib server context that reports a peer closing without close_notify."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
-    ctx.load_cert_chain(cert, key)
-    if ca:
-        ctx.load_verify_locations(ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
 
 
 def stdlib_client_context(ca: str) -> ssl.SSLContext:

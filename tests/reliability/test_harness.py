@@ -37,7 +37,7 @@ import pytest
 import duonet
 import duonet.aio as aio
 from duonet import SslContext, SslHandshakeType, _portal
-from scenarios import AsyncFace, BlockingAdapter, BlockingFace, Face
+from scenarios import AsyncFace, BlockingAdapter, BlockingFace, Face, wrap
 
 __all__ = (
     "FACES",
@@ -115,16 +115,6 @@ async def in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     )
 
 
-def _raw(s: Any) -> Any:
-    """The duonet socket behind a face's socket (the blocking one behind a BlockingAdapter)."""
-    return s.sock if isinstance(s, BlockingAdapter) else s
-
-
-def wrap(ctx: SslContext, s: Any) -> None:
-    """``wrap_socket`` (the same function in both faces)."""
-    duonet.wrap_socket(ctx, _raw(s))
-
-
 async def wrap_connected(
     ctx: SslContext,
     s: Any,
@@ -197,11 +187,17 @@ def reset(conn: socket.socket) -> None:
     conn.close()
 
 
-def stdlib_server_context(cert: str, key: str) -> ssl.SSLContext:
-    """A stdlib server context that reports a peer closing without close_notify."""
+def stdlib_server_context(
+    cert: str, key: str, ca: str | None = None, require_client_cert: bool = False
+) -> ssl.SSLContext:
+    """A stdlib server context that reports a peer closing without close_notify (``ca``: it
+    asks for a client certificate signed by it, and with ``require_client_cert`` insists)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     ctx.load_cert_chain(cert, key)
+    if ca:
+        ctx.load_verify_locations(ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return ctx
 
 
