@@ -267,8 +267,6 @@ class ReadBuffer:
         if head:
             # The protocol fast path: a \r\n line, sliced out of the head.
             pos = self._hpos
-            if pos == len(head):
-                return None  # all of it taken: nothing is buffered (the miss before a wait)
             limit = pos + max_length + 1
             lf = head.find(b"\n", pos, limit)
             if lf > pos:
@@ -281,8 +279,12 @@ class ReadBuffer:
                     self._hpos = lf + 1  # reply, say): no batch of lines to cut
                     self.last_term = b"\n"
                     return head[pos:lf]
-            elif lf == -1 and len(head) < limit and head.find(b"\r", pos) == -1:
-                return None  # no terminator yet, and not a max_length piece: wait for more
+            elif lf == -1:
+                size = len(head)
+                if pos == size:
+                    return None  # all of it taken: nothing is buffered (the miss before a wait)
+                if size < limit and head.find(b"\r", pos) == -1:
+                    return None  # no terminator yet, and not a max_length piece: wait for more
             self._unhead()  # anything else takes the general path
         raw = self._raw
         if not raw and not self._tail:
